@@ -1,0 +1,23 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CURATE := $(VENV)/bin/curate
+
+.PHONY: install demo test test-slow
+
+install: $(VENV)/.installed
+
+# The venv is reused while pyproject.toml is unchanged (the full install is ~6 GB).
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: install
+	$(CURATE) demo-data build/demo
+	$(CURATE) run examples/demo.yaml
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow

@@ -1,0 +1,233 @@
+"""Run configuration: one YAML file -> frozen, validated dataclasses.
+
+Every error names the offending key and is raised before Spark starts or anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem, always naming the key at fault."""
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """Session settings. Under spark-submit the cluster's own settings win and these are ignored."""
+
+    master: str = "local[*]"
+    app_name: str = "curate"
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Caps that protect the run from hostile or broken input; samples over a cap are quarantined."""
+
+    max_pixels: int = 89_478_485  # PIL's own decompression-bomb threshold
+    max_image_bytes: int = 32 * 1024 * 1024
+    max_caption_chars: int = 4096
+
+    def validate(self, prefix: str) -> None:
+        _check(self.max_pixels > 0, f"{prefix}.max_pixels", "must be positive")
+        _check(self.max_image_bytes > 0, f"{prefix}.max_image_bytes", "must be positive")
+        _check(self.max_caption_chars > 0, f"{prefix}.max_caption_chars", "must be positive")
+
+
+@dataclass(frozen=True)
+class BasicFilterConfig:
+    """DataComp's basic filter: caption length, image size and aspect ratio."""
+
+    enabled: bool = True
+    min_side: int = 200
+    max_aspect: float = 3.0
+    min_caption_words: int = 3
+    min_caption_chars: int = 6
+
+    def validate(self, prefix: str) -> None:
+        _check(self.min_side >= 0, f"{prefix}.min_side", "must be >= 0")
+        _check(self.max_aspect >= 1.0, f"{prefix}.max_aspect", "must be >= 1.0")
+        _check(self.min_caption_words >= 0, f"{prefix}.min_caption_words", "must be >= 0")
+        _check(self.min_caption_chars >= 0, f"{prefix}.min_caption_chars", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ExactDedupConfig:
+    """Exact dedup by content hash: the sample with the smallest sample_id of each uid is kept."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Output WebDataset shards."""
+
+    samples_per_shard: int = 10_000
+    order: Literal["shuffle", "source"] = "shuffle"  # shuffle uses the run seed
+
+    def validate(self, prefix: str) -> None:
+        _check(self.samples_per_shard > 0, f"{prefix}.samples_per_shard", "must be positive")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run. `input` is a directory of img2dataset shards, a glob or a brace pattern of tars."""
+
+    input: str
+    run_dir: str
+    seed: int = 0
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    basic_filter: BasicFilterConfig = field(default_factory=BasicFilterConfig)
+    exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data view, as saved in the run directory."""
+        return dataclasses.asdict(self)
+
+    def section_json(self, name: str) -> str:
+        """Canonical JSON of one section (its hash decides whether a stage reruns)."""
+        return json.dumps(dataclasses.asdict(getattr(self, name)), sort_keys=True)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; return it converted to the dataclass form."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        _check(isinstance(value, dict), key, f"expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        _check(value in choices, key, f"expected one of {list(choices)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None:
+            _check(type(None) in options, key, "must not be null")
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if origin is dict:
+        kt, vt = typing.get_args(tp)
+        _check(isinstance(value, dict), key, f"expected a mapping, got {type(value).__name__}")
+        return {_coerce(k, kt, f"{key}.{k}"): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if origin in (tuple, list):
+        (item_tp, *_) = typing.get_args(tp)
+        _check(isinstance(value, list | tuple), key, f"expected a list, got {type(value).__name__}")
+        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        _check(ok, key, f"expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        _check(ok, key, f"expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    _check(isinstance(value, tp), key, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in data:
+        dotted = f"{prefix}.{name}" if prefix else str(name)
+        _check(name in fields, dotted, f"unknown key (known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, f in fields.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], dotted)
+        else:
+            no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            _check(not no_default, dotted, "is required")
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+    return obj
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        _check(isinstance(child, dict), dotted, f"'{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ["a.b=1", "input=x"] into a nested dict; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override '{pair}': expected key=value")
+        key, raw = pair.split("=", 1)
+        _set_dotted(out, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = _merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def _absolute(path: str) -> str:
+    """Local relative paths become absolute (relative to the working directory); URLs stay as they are."""
+    if "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Validate plain data into a RunConfig (paths made absolute)."""
+    _check(isinstance(data, dict), "<root>", "the config must be a mapping")
+    cfg = _build(RunConfig, data, "")
+    return dataclasses.replace(cfg, input=_absolute(cfg.input), run_dir=_absolute(cfg.run_dir))
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config, apply `key=value` overrides, validate and return it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from err
+    _check(isinstance(data, dict), "<root>", "the config must be a mapping")
+    return config_from_dict(_merge(data, parse_overrides(overrides or [])))

@@ -1,0 +1,123 @@
+"""File-system helpers over fsspec: local paths and any fsspec URL (s3://, gs://, hdfs://, ...)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import posixpath
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from braceexpand import braceexpand
+
+
+class InputError(ValueError):
+    """The input location holds no usable shards, or cannot be read."""
+
+
+def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem for `path` and the path as that filesystem spells it."""
+    return fsspec.core.url_to_fs(path)
+
+
+def _with_protocol(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
+    if "://" not in like:
+        return path
+    return fs.unstrip_protocol(path)
+
+
+def list_shards(input_spec: str) -> list[str]:
+    """Tar shards named by a directory, a glob or a brace pattern, sorted; raises InputError if none."""
+    found: set[str] = set()
+    for spec in braceexpand(input_spec):
+        fs, path = filesystem(spec)
+        if fs.isdir(path):
+            matches = fs.glob(posixpath.join(path, "*.tar"))
+        elif any(ch in path for ch in "*?["):
+            matches = fs.glob(path)
+        else:
+            matches = [path] if fs.exists(path) else []
+        found.update(_with_protocol(fs, m, spec) for m in matches if m.endswith(".tar"))
+    if not found:
+        raise InputError(f"input '{input_spec}' matches no .tar shards")
+    return sorted(found)
+
+
+def shard_names(paths: list[str]) -> dict[str, str]:
+    """Short stable names for shards: the path relative to their common folder, without '.tar'."""
+    parents = [posixpath.dirname(p) for p in paths]
+    root = posixpath.commonpath(parents) if len(set(parents)) > 1 else parents[0]
+    return {p: posixpath.relpath(p, root)[: -len(".tar")] for p in paths}
+
+
+def fingerprint_files(paths: list[str]) -> str:
+    """A cheap fingerprint of input files: their paths and sizes (a changed shard changes it)."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        fs, path = filesystem(p)
+        size = fs.size(path) if fs.exists(path) else -1
+        h.update(f"{p}\t{size}\n".encode())
+    return h.hexdigest()
+
+
+def exists(path: str) -> bool:
+    fs, p = filesystem(path)
+    return fs.exists(p)
+
+
+def remove(path: str) -> None:
+    """Delete a file or a folder tree if present."""
+    fs, p = filesystem(path)
+    if fs.exists(p):
+        fs.rm(p, recursive=True)
+
+
+def makedirs(path: str) -> None:
+    fs, p = filesystem(path)
+    fs.makedirs(p, exist_ok=True)
+
+
+def rename(src: str, dst: str) -> None:
+    fs, s = filesystem(src)
+    _, d = filesystem(dst)
+    fs.mv(s, d, recursive=True)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write to a temporary name beside `path`, then rename, so readers never see half a file."""
+    fs, p = filesystem(path)
+    fs.makedirs(posixpath.dirname(p), exist_ok=True)
+    tmp = p + ".tmp"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, p)
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: str) -> Any:
+    fs, p = filesystem(path)
+    with fs.open(p, "rb") as f:
+        return json.loads(f.read())
+
+
+def write_parquet_atomic(path: str, table: pa.Table) -> None:
+    """Parquet written deterministically (no timestamps) and atomically."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def read_parquet_dir(path: str, schema: pa.Schema | None = None) -> pa.Table:
+    """All Parquet files of a folder as one table, in file-name order."""
+    fs, p = filesystem(path)
+    files = sorted(f for f in fs.glob(posixpath.join(p, "*.parquet")))
+    tables = [pq.read_table(f, filesystem=fs, schema=schema) for f in files]
+    if not tables:
+        return schema.empty_table() if schema is not None else pa.table({})
+    return pa.concat_tables(tables)

@@ -1,0 +1,78 @@
+"""Runs the stages of a config in order; each skips itself when its output is up to date."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from pipeline.core import io
+from pipeline.core.config import RunConfig
+from pipeline.core.ledger import write_ledger
+from pipeline.core.spark import get_spark
+from pipeline.core.stage import MANIFEST, SUCCESS, RunContext, Stage
+from pipeline.stages.basic_filter import BasicFilter
+from pipeline.stages.exact_dedup import ExactDedup
+from pipeline.stages.export import Export
+from pipeline.stages.ingest import Ingest
+
+log = logging.getLogger("curate")
+
+
+def pipeline_stages(cfg: RunConfig) -> list[Stage]:
+    """The stages of a run, in order."""
+    return [Ingest(), BasicFilter(), ExactDedup(), Export()]
+
+
+@dataclass
+class RunResult:
+    manifests: dict[str, dict[str, Any]]
+    ledger: dict[str, Any]
+    export_dir: str
+    pattern: str
+
+
+def save_resolved_config(cfg: RunConfig) -> None:
+    io.write_bytes_atomic(f"{cfg.run_dir}/config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True).encode())
+
+
+def run_pipeline(cfg: RunConfig, force: bool = False) -> RunResult:
+    """Run every stage (skipping those up to date), then write and check the ledger."""
+    io.list_shards(cfg.input)  # fail on an empty input before Spark starts
+    ctx = RunContext(cfg=cfg, spark=get_spark(cfg.spark))
+    save_resolved_config(cfg)
+    manifests = {stage.name: stage.run(ctx, force=force) for stage in pipeline_stages(cfg)}
+    export = manifests["export"]["counts"]
+    ledger = write_ledger(ctx, export["kept"])
+    return RunResult(manifests, ledger, ctx.stage_dir("export"), export["pattern"])
+
+
+def run_one_stage(cfg: RunConfig, name: str) -> dict[str, Any]:
+    """Rerun one stage; every stage before it must be finished and up to date."""
+    stages = pipeline_stages(cfg)
+    names = [s.name for s in stages]
+    if name not in names:
+        raise ValueError(f"unknown stage '{name}' (stages: {', '.join(names)})")
+    ctx = RunContext(cfg=cfg, spark=get_spark(cfg.spark))
+    for stage in stages[: names.index(name)]:
+        manifest = stage.run(ctx, force=False) if stage.is_up_to_date(ctx) else None
+        if manifest is None:
+            raise RuntimeError(f"stage '{stage.name}' is not done or out of date: run `curate run` first")
+    return stages[names.index(name)].run(ctx, force=True)
+
+
+def run_status(run_dir: str) -> list[dict[str, Any]]:
+    """Per stage folder: finished or not, counts and seconds from its manifest."""
+    fs, root = io.filesystem(run_dir)
+    rows: list[dict[str, Any]] = []
+    for entry in sorted(fs.ls(root, detail=False)):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if not fs.isdir(entry):
+            continue
+        done = fs.exists(f"{entry}/{SUCCESS}")
+        manifest = io.read_json(f"{run_dir}/{name}/{MANIFEST}") if done else {}
+        rows.append({"stage": name, "done": done, "seconds": manifest.get("seconds"),
+                     "counts": manifest.get("counts")})
+    return rows

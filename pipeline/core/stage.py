@@ -1,0 +1,157 @@
+"""Stage plumbing: fingerprints, skip-if-done, discard half-written output, manifests written last."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pyspark.sql import DataFrame, SparkSession
+
+import pipeline
+from pipeline.core import io
+from pipeline.core.config import RunConfig
+
+log = logging.getLogger("curate")
+
+MANIFEST = "_manifest.json"
+SUCCESS = "_SUCCESS"
+PENDING = "_pending.json"
+
+
+@dataclass
+class RunContext:
+    """What a stage needs from the run: config, Spark, and the fingerprints of stages already done."""
+
+    cfg: RunConfig
+    spark: SparkSession
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    decision_stages: list[str] = field(default_factory=list)  # in run order, those finished so far
+
+    def stage_dir(self, name: str) -> str:
+        return f"{self.cfg.run_dir.rstrip('/')}/{name}"
+
+    def manifest(self, name: str) -> dict[str, Any]:
+        return io.read_json(f"{self.stage_dir(name)}/{MANIFEST}")
+
+
+def digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+class Stage:
+    """One resumable step. Subclasses set `name` and implement `execute`.
+
+    `resumable` stages (one task per shard) keep finished shards of an interrupted attempt with the
+    same fingerprint; others start from an empty folder. Either way `_manifest.json` and `_SUCCESS`
+    are written last, so a folder without them is half-written and is redone.
+    """
+
+    name: ClassVar[str]
+    resumable: ClassVar[bool] = False
+    removes_samples: ClassVar[bool] = False  # writes DECISIONS rows under decisions/
+
+    def config_json(self, cfg: RunConfig) -> str:
+        """The part of the config this stage depends on (its hash is in the fingerprint)."""
+        return cfg.section_json(self.name) if hasattr(cfg, self.name) else "{}"
+
+    def input_fingerprint(self, ctx: RunContext) -> str:
+        """Identity of the stage's inputs: by default the fingerprints of every stage before it, so a
+        change anywhere upstream reruns this stage."""
+        return digest(*ctx.fingerprints.values())
+
+    def execute(self, ctx: RunContext, out_dir: str) -> dict[str, Any]:
+        """Do the work into `out_dir`; return counts for the manifest."""
+        raise NotImplementedError
+
+    def fingerprint(self, ctx: RunContext) -> tuple[str, str, str]:
+        """(fingerprint, config hash, input fingerprint) of this stage in this run."""
+        config_hash = digest(self.config_json(ctx.cfg))
+        input_fp = self.input_fingerprint(ctx)
+        return digest(self.name, pipeline.__version__, config_hash, input_fp), config_hash, input_fp
+
+    def is_up_to_date(self, ctx: RunContext) -> bool:
+        """A finished output with the fingerprint this run would give exists."""
+        out_dir = ctx.stage_dir(self.name)
+        if not io.exists(f"{out_dir}/{SUCCESS}"):
+            return False
+        return io.read_json(f"{out_dir}/{MANIFEST}").get("fingerprint") == self.fingerprint(ctx)[0]
+
+    def run(self, ctx: RunContext, force: bool = False) -> dict[str, Any]:
+        """Run unless a finished output with the same fingerprint exists; return the manifest."""
+        out_dir = ctx.stage_dir(self.name)
+        fp, config_hash, input_fp = self.fingerprint(ctx)
+        manifest_path = f"{out_dir}/{MANIFEST}"
+        if not force and self.is_up_to_date(ctx):
+            log.info("stage %s: up to date, skipped", self.name)
+            return self._finish(ctx, fp, io.read_json(manifest_path))
+        self._prepare(out_dir, fp, force)
+        started = time.time()
+        log.info("stage %s: running", self.name)
+        counts = self.execute(ctx, out_dir)
+        finished = time.time()
+        manifest = {
+            "stage": self.name,
+            "fingerprint": fp,
+            "config_hash": config_hash,
+            "input_fingerprint": input_fp,
+            "code_version": pipeline.__version__,
+            "counts": counts,
+            "started_at": started,
+            "finished_at": finished,
+            "seconds": round(finished - started, 3),
+        }
+        io.write_json_atomic(manifest_path, manifest)
+        io.write_bytes_atomic(f"{out_dir}/{SUCCESS}", b"")
+        if self.resumable:
+            io.remove(f"{out_dir}/{PENDING}")
+        log.info("stage %s: done in %.1fs", self.name, manifest["seconds"])
+        return self._finish(ctx, fp, manifest)
+
+    def _prepare(self, out_dir: str, fp: str, force: bool) -> None:
+        pending = f"{out_dir}/{PENDING}"
+        keep = self.resumable and not force and io.exists(pending) and io.read_json(pending).get("fingerprint") == fp
+        if keep:
+            log.info("stage %s: resuming an interrupted attempt", self.name)
+            io.remove(f"{out_dir}/{SUCCESS}")
+            io.remove(f"{out_dir}/{MANIFEST}")
+            return
+        io.remove(out_dir)
+        io.makedirs(out_dir)
+        if self.resumable:
+            io.write_json_atomic(pending, {"fingerprint": fp})
+
+    def _finish(self, ctx: RunContext, fp: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        ctx.fingerprints[self.name] = fp
+        if self.removes_samples:
+            ctx.decision_stages.append(self.name)
+        return manifest
+
+
+def samples_df(ctx: RunContext) -> DataFrame:
+    """The ingest table (every input row, quarantined ones included)."""
+    from schemas import SAMPLES, spark_schema
+
+    return ctx.spark.read.schema(spark_schema(SAMPLES)).option("pathGlobFilter", "*.parquet").parquet(
+        f"{ctx.stage_dir('ingest')}/parts"
+    )
+
+
+def decisions_df(ctx: RunContext, stage: str) -> DataFrame:
+    from schemas import DECISIONS, spark_schema
+
+    return ctx.spark.read.schema(spark_schema(DECISIONS)).parquet(f"{ctx.stage_dir(stage)}/decisions")
+
+
+def alive_df(ctx: RunContext) -> DataFrame:
+    """Usable samples that no finished decision stage has removed yet."""
+    alive = samples_df(ctx).where("quarantine_reason IS NULL")
+    for stage in ctx.decision_stages:
+        alive = alive.join(decisions_df(ctx, stage).select("sample_id"), "sample_id", "left_anti")
+    return alive

@@ -1,0 +1,100 @@
+"""Streaming reader of WebDataset/img2dataset tars that never trusts member names.
+
+Members are read in memory only (nothing is extracted to disk). Consecutive members that share a
+key form one sample, as webdataset groups them; the data offset of each member is kept so later
+stages can read the image bytes straight from the tar without re-scanning it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
+
+
+@dataclass
+class Member:
+    offset: int  # offset of the member's data in the tar
+    size: int
+    data: bytes | None  # None when the member was larger than the read cap
+
+
+@dataclass
+class TarSample:
+    key: str
+    members: dict[str, Member] = field(default_factory=dict)
+    problem: str | None = None  # a quarantine reason found while reading the tar itself
+
+
+def unsafe_member(info: tarfile.TarInfo) -> bool:
+    """True for links, devices and names that are absolute or climb out of the archive."""
+    if not (info.isfile() or info.isdir()):
+        return True
+    name = info.name.replace("\\", "/")
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return True
+    return ".." in posixpath.normpath(name).split("/") or ".." in name.split("/")
+
+
+def split_key(name: str) -> tuple[str, str] | None:
+    """WebDataset's rule: the key is the path up to the first dot of the file name."""
+    m = _KEY_EXT.match(name)
+    return (m.group(1), m.group(2).lower()) if m else None
+
+
+def iter_tar_samples(fileobj: BinaryIO, max_member_bytes: int) -> Iterator[TarSample | str]:
+    """Yield samples in tar order; a final string is yielded if the tar is cut short or corrupt.
+
+    Members with unsafe names yield a sample whose `problem` is `unsafe_member_path` (keyed by the
+    raw name) and their data is never read.
+    """
+    current: TarSample | None = None
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+            for info in tar:
+                if info.isdir():
+                    continue
+                if unsafe_member(info):
+                    if current is not None:
+                        yield current
+                        current = None
+                    yield TarSample(key=info.name, problem="unsafe_member_path")
+                    continue
+                parts = split_key(info.name)
+                if parts is None:
+                    continue  # a file without an extension belongs to no sample
+                key, ext = parts
+                if current is not None and (current.key != key or ext in current.members):
+                    yield current
+                    current = None
+                if current is None:
+                    current = TarSample(key=key)
+                data = None
+                if info.size <= max_member_bytes:
+                    reader = tar.extractfile(info)
+                    data = reader.read() if reader is not None else b""
+                    if len(data) != info.size:
+                        raise tarfile.ReadError("unexpected end of data")
+                current.members[ext] = Member(offset=info.offset_data, size=info.size, data=data)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        if current is not None:
+            current.problem = "truncated_shard"
+            yield current
+        yield f"{type(err).__name__}: {err}"
+        return
+    if current is not None:
+        yield current
+
+
+def read_member(fileobj: BinaryIO, offset: int, size: int) -> bytes:
+    """Read `size` bytes at `offset` (a member's data) from an open, seekable tar."""
+    fileobj.seek(offset)
+    data = fileobj.read(size)
+    if len(data) != size:
+        raise OSError(f"short read at offset {offset}: {len(data)} of {size} bytes")
+    return data

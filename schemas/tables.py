@@ -1,0 +1,57 @@
+"""Table schemas. Arrow is the source of truth; Spark StructTypes are derived, never written by hand."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SAMPLES = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),  # "<source shard name>/<key>", unique per input row
+        pa.field("uid", pa.string()),  # sha256 of the image bytes; null when there is no image
+        pa.field("shard", pa.string(), nullable=False),  # source tar path or URL
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("caption", pa.string()),
+        pa.field("url", pa.string()),
+        pa.field("image_ext", pa.string()),  # jpg | png | webp ...
+        pa.field("image_offset", pa.int64()),  # byte offset of the image data inside the tar
+        pa.field("image_bytes", pa.int64()),  # size of the encoded image
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("phash", pa.int64()),  # 64-bit DCT perceptual hash, as a signed integer
+        pa.field("quarantine_reason", pa.string()),  # null when the sample is usable
+    ]
+)
+
+DECISIONS = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("uid", pa.string()),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("score", pa.float64()),  # the value the rule compared, when there is one
+        pa.field("matched_uid", pa.string()),  # the sample this one duplicates or matches
+        pa.field("matched_sample_id", pa.string()),
+    ]
+)
+
+EXPORT_ROWS = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),  # key inside the output tar (no dots)
+        pa.field("uid", pa.string(), nullable=False),
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("source_shard", pa.string(), nullable=False),
+        pa.field("orig_key", pa.string(), nullable=False),
+        pa.field("caption", pa.string()),
+        pa.field("url", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("image_ext", pa.string(), nullable=False),
+    ]
+)
+
+
+def spark_schema(schema: pa.Schema):
+    """The Spark StructType equivalent of an Arrow schema (same names, types and nullability)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
