@@ -34,6 +34,43 @@ DECISIONS = pa.schema(
     ]
 )
 
+EMBEDDINGS = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("uid", pa.string(), nullable=False),
+        pa.field("image_emb", pa.list_(pa.float32())),  # L2-normalised
+        pa.field("text_emb", pa.list_(pa.float32())),  # L2-normalised
+        pa.field("clip_score", pa.float32()),  # cosine(image_emb, text_emb)
+    ]
+)
+
+ASSIGNMENTS = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("uid", pa.string(), nullable=False),
+        pa.field("cluster_id", pa.int32(), nullable=False),
+        pa.field("dist_to_centroid", pa.float32(), nullable=False),  # 1 - cos(x, centroid)
+    ]
+)
+
+CENTROIDS = pa.schema(
+    [
+        pa.field("cluster_id", pa.int32(), nullable=False),
+        pa.field("centroid", pa.list_(pa.float32()), nullable=False),  # unit norm
+    ]
+)
+
+CLUSTER_STATS = pa.schema(
+    [
+        pa.field("cluster_id", pa.int32(), nullable=False),
+        pa.field("size", pa.int64(), nullable=False),
+        pa.field("mean_dist", pa.float64()),  # d_intra: mean(1 - cos(x, c_j)) over the cluster
+        pa.field("max_dist", pa.float64()),
+        pa.field("d_inter", pa.float64()),  # mean(1 - cos(c_j, c_k)) over the k nearest other centroids
+        pa.field("complexity", pa.float64()),  # DBP: d_intra * d_inter
+    ]
+)
+
 EXPORT_ROWS = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),  # key inside the output tar (no dots)

@@ -74,6 +74,34 @@ class ExactDedupConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Spherical k-means over image embeddings (FAISS): train on a sample, assign everything.
+
+    Defaults suit 10^5-10^9 samples: K = 1000 concepts trained on up to 256 points per centroid
+    (FAISS's own cap), 20 iterations; raise `n_clusters` (and `index: ivf`) beyond 10^8.
+    """
+
+    enabled: bool = False
+    n_clusters: int = 1000
+    sample_size: int = 256_000  # training sample drawn uniformly (seeded) in Spark
+    iterations: int = 20
+    redo: int = 1
+    max_points_per_centroid: int = 256
+    neighbours: int = 20  # k nearest other centroids for d_inter
+    index: Literal["flat", "ivf"] = "flat"  # assignment index; ivf for very large K
+    assign_batch_size: int = 65_536
+
+    def validate(self, prefix: str) -> None:
+        _check(self.n_clusters >= 1, f"{prefix}.n_clusters", "must be >= 1")
+        _check(self.sample_size >= self.n_clusters, f"{prefix}.sample_size", "must be >= n_clusters")
+        _check(self.iterations >= 1, f"{prefix}.iterations", "must be >= 1")
+        _check(self.redo >= 1, f"{prefix}.redo", "must be >= 1")
+        _check(self.max_points_per_centroid >= 1, f"{prefix}.max_points_per_centroid", "must be >= 1")
+        _check(self.neighbours >= 1, f"{prefix}.neighbours", "must be >= 1")
+        _check(self.assign_batch_size >= 1, f"{prefix}.assign_batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     """Output WebDataset shards."""
 
@@ -95,6 +123,7 @@ class RunConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     basic_filter: BasicFilterConfig = field(default_factory=BasicFilterConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:

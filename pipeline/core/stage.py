@@ -8,7 +8,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
+
+import schemas
 
 import pipeline
 from pipeline.core import io
@@ -134,19 +137,24 @@ class Stage:
         return manifest
 
 
+def table_df(ctx: RunContext, stage: str, folder: str, schema: pa.Schema) -> DataFrame:
+    """A table written by an earlier stage, read with its declared schema."""
+    return ctx.spark.read.schema(schemas.spark_schema(schema)).parquet(f"{ctx.stage_dir(stage)}/{folder}")
+
+
 def samples_df(ctx: RunContext) -> DataFrame:
     """The ingest table (every input row, quarantined ones included)."""
-    from schemas import SAMPLES, spark_schema
-
-    return ctx.spark.read.schema(spark_schema(SAMPLES)).option("pathGlobFilter", "*.parquet").parquet(
-        f"{ctx.stage_dir('ingest')}/parts"
-    )
+    return table_df(ctx, "ingest", "parts", schemas.SAMPLES)
 
 
 def decisions_df(ctx: RunContext, stage: str) -> DataFrame:
-    from schemas import DECISIONS, spark_schema
+    """The samples a decision stage removed, with reasons."""
+    return table_df(ctx, stage, "decisions", schemas.DECISIONS)
 
-    return ctx.spark.read.schema(spark_schema(DECISIONS)).parquet(f"{ctx.stage_dir(stage)}/decisions")
+
+def embeddings_df(ctx: RunContext) -> DataFrame:
+    """Image and text embeddings of the samples that reached the embed stage."""
+    return table_df(ctx, "embed", "parts", schemas.EMBEDDINGS)
 
 
 def alive_df(ctx: RunContext) -> DataFrame:

@@ -1,7 +1,7 @@
 """Ingest: one Spark task per img2dataset tar -> one Parquet of samples per shard.
 
-Each task writes `parts/<shard>.parquet` then `parts/<shard>_stats.json` last, so an interrupted
-run redoes only the shards without a stats file. Every input row ends as a usable sample or as a
+Each task writes `parts/<shard>.parquet` then `shard_stats/<shard>.json` last, so an interrupted
+run redoes only the shards without a stats file (`parts/` holds Parquet only, for any reader). Every input row ends as a usable sample or as a
 quarantined one with a reason; nothing is dropped.
 """
 
@@ -159,13 +159,13 @@ def read_shard(task: ShardTask, cfg: IngestConfig) -> tuple[list[dict[str, Any]]
     return rows, stats
 
 
-def ingest_shard(task: ShardTask, parts_dir: str, cfg: IngestConfig) -> dict[str, Any]:
+def ingest_shard(task: ShardTask, out_dir: str, cfg: IngestConfig) -> dict[str, Any]:
     """Spark task body: write the shard's Parquet, then its stats file; skip if the stats exist."""
-    stats_path = f"{parts_dir}/{task.part_name}_stats.json"
+    stats_path = f"{out_dir}/shard_stats/{task.part_name}.json"
     if io.exists(stats_path):
         return io.read_json(stats_path)
     rows, stats = read_shard(task, cfg)
-    io.write_parquet_atomic(f"{parts_dir}/{task.part_name}.parquet", pa.Table.from_pylist(rows, schema=SAMPLES))
+    io.write_parquet_atomic(f"{out_dir}/parts/{task.part_name}.parquet", pa.Table.from_pylist(rows, schema=SAMPLES))
     io.write_json_atomic(stats_path, stats)
     if stats["tar_error"] or stats["parquet_error"]:
         log.warning("ingest %s: %s", task.name, {k: stats[k] for k in ("tar_error", "parquet_error")})
@@ -191,12 +191,10 @@ class Ingest(Stage):
 
     def execute(self, ctx: RunContext, out_dir: str) -> dict[str, Any]:
         tasks = self.tasks(ctx)
-        parts_dir = f"{out_dir}/parts"
-        io.makedirs(parts_dir)
         cfg = ctx.cfg.ingest
         sc = ctx.spark.sparkContext
         sc.setJobDescription(f"ingest {len(tasks)} shards")
-        stats = sc.parallelize(tasks, len(tasks)).map(lambda t: ingest_shard(t, parts_dir, cfg)).collect()
+        stats = sc.parallelize(tasks, len(tasks)).map(lambda t: ingest_shard(t, out_dir, cfg)).collect()
         quarantined: Counter[str] = Counter()
         for s in stats:
             quarantined.update(s["quarantined"])
