@@ -1,0 +1,50 @@
+"""Which CLIP model to load: a plain, hashable description (no torch import), used in run configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA_PREFIXES = ("hf-hub:", "local-dir:")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which CLIP model to load and how to preprocess its input (hashable: a cache key)."""
+
+    arch: str  # open_clip model name ("ViT-B-32", "curate-tiny") or "hf-hub:org/repo"
+    pretrained: str | None = None  # pretrained tag or local checkpoint file; None = random init
+    cache_dir: str | None = None  # open_clip / Hugging Face cache directory
+    allow_random: bool = False  # must be True to run with random weights (pretrained=None)
+    image_size: int | None = None  # overrides; None = what the weights were trained with
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    interpolation: str | None = None  # "bicubic" | "bilinear" | "random"
+    resize_mode: str | None = None  # "shortest" | "longest" | "squash"
+    precision: str = "auto"  # "auto" (fp32 on CPU, fp16 autocast on CUDA) | "fp32" | "fp16" | "bf16"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None:
+                value = tuple(float(v) for v in value)
+                if len(value) != 3:
+                    raise ValueError(f"{name} needs 3 values (RGB), got {value}")
+                object.__setattr__(self, name, value)  # lists -> tuples keep the spec hashable
+        if self.has_schema and self.pretrained is not None:
+            raise ValueError(f"{self.arch!r} carries its own weights; pretrained must be None")
+        if not self.has_schema and self.pretrained is None and not self.allow_random:
+            raise ValueError(f"{self.arch!r} has no pretrained weights; set allow_random=True for random init")
+
+    @property
+    def has_schema(self) -> bool:
+        """True for "hf-hub:" / "local-dir:" ids, whose config and weights come from that source."""
+        return self.arch.startswith(SCHEMA_PREFIXES)
+
+    def preprocess_overrides(self) -> dict:
+        """The preprocessing values set explicitly on this spec (image_size is applied to the model)."""
+        values = {key: getattr(self, key) for key in PREPROCESS_KEYS}
+        return {key: value for key, value in values.items() if value is not None}
