@@ -9,6 +9,7 @@ SAMPLES = pa.schema(
         pa.field("sample_id", pa.string(), nullable=False),  # "<source shard name>/<key>", unique per input row
         pa.field("uid", pa.string()),  # sha256 of the image bytes; null when there is no image
         pa.field("shard", pa.string(), nullable=False),  # source tar path or URL
+        pa.field("shard_name", pa.string(), nullable=False),  # short name of the shard, as in sample_id
         pa.field("key", pa.string(), nullable=False),
         pa.field("caption", pa.string()),
         pa.field("url", pa.string()),

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline.core.model_spec import ModelSpec
+
 
 class ConfigError(ValueError):
     """A configuration problem, always naming the key at fault."""
@@ -74,6 +76,44 @@ class ExactDedupConfig:
 
 
 @dataclass(frozen=True)
+class EmbedConfig:
+    """open_clip embeddings of the samples still alive after the cheap filters.
+
+    Either `model` (any open_clip architecture; weights from a tag + cache_dir, a local checkpoint
+    file, or an hf-hub id) or `precomputed` (a clip-retrieval output folder: img_emb/*.npy,
+    text_emb/*.npy, metadata/*.parquet, joined to samples on `join_on`).
+    """
+
+    enabled: bool = False
+    model: ModelSpec | None = None
+    batch_size: int = 256
+    decode_workers: int = 2  # threads decoding/preprocessing ahead of the forward pass
+    threads: int = 0  # torch threads per task; 0 = the task's spark.task.cpus
+    precomputed: str | None = None
+    join_on: Literal["url", "key"] = "url"
+
+    def validate(self, prefix: str) -> None:
+        _check(self.batch_size >= 1, f"{prefix}.batch_size", "must be >= 1")
+        _check(self.decode_workers >= 1, f"{prefix}.decode_workers", "must be >= 1")
+        _check(self.threads >= 0, f"{prefix}.threads", "must be >= 0")
+        if not self.enabled:
+            return
+        _check((self.model is None) != (self.precomputed is None), f"{prefix}.model",
+               "set exactly one of 'model' and 'precomputed' when embed is enabled")
+        if self.precomputed is not None and "://" not in self.precomputed:
+            _check(Path(self.precomputed, "img_emb").is_dir(), f"{prefix}.precomputed",
+                   f"'{self.precomputed}' has no img_emb/ folder")
+        pretrained = self.model.pretrained if self.model else None
+        if pretrained is not None and _looks_like_path(pretrained):
+            _check(Path(pretrained).is_file(), f"{prefix}.model.pretrained", f"no checkpoint file at '{pretrained}'")
+
+
+def _looks_like_path(value: str) -> bool:
+    """A checkpoint reference that is a file path rather than a pretrained tag."""
+    return "/" in value or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """Spherical k-means over image embeddings (FAISS): train on a sample, assign everything.
 
@@ -123,6 +163,7 @@ class RunConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     basic_filter: BasicFilterConfig = field(default_factory=BasicFilterConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
@@ -198,7 +239,10 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         else:
             no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             _check(not no_default, dotted, "is required")
-    obj = cls(**kwargs)
+    try:
+        obj = cls(**kwargs)
+    except ValueError as err:
+        raise ConfigError(f"config key '{prefix or '<root>'}': {err}") from None
     if hasattr(obj, "validate"):
         obj.validate(prefix)
     return obj
@@ -242,11 +286,31 @@ def _absolute(path: str) -> str:
     return str(Path(path).expanduser().resolve())
 
 
+def _absolute_paths(data: dict[str, Any]) -> dict[str, Any]:
+    """Make the path-valued keys absolute before validation (which checks that they exist)."""
+    data = _merge(data, {})
+    for key in ("input", "run_dir"):
+        if isinstance(data.get(key), str):
+            data[key] = _absolute(data[key])
+    embed = data.get("embed")
+    if isinstance(embed, dict):
+        embed = data["embed"] = dict(embed)
+        if isinstance(embed.get("precomputed"), str):
+            embed["precomputed"] = _absolute(embed["precomputed"])
+        model = embed.get("model")
+        if isinstance(model, dict):
+            model = embed["model"] = dict(model)
+            if isinstance(model.get("cache_dir"), str):
+                model["cache_dir"] = _absolute(model["cache_dir"])
+            if isinstance(model.get("pretrained"), str) and _looks_like_path(model["pretrained"]):
+                model["pretrained"] = _absolute(model["pretrained"])
+    return data
+
+
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Validate plain data into a RunConfig (paths made absolute)."""
+    """Validate plain data into a RunConfig (local paths made absolute)."""
     _check(isinstance(data, dict), "<root>", "the config must be a mapping")
-    cfg = _build(RunConfig, data, "")
-    return dataclasses.replace(cfg, input=_absolute(cfg.input), run_dir=_absolute(cfg.run_dir))
+    return _build(RunConfig, _absolute_paths(data), "")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:

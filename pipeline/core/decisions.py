@@ -7,7 +7,7 @@ from typing import Any
 from pyspark.sql import DataFrame
 
 from pipeline.core.stage import RunContext, Stage, alive_df
-from schemas import DECISIONS
+from schemas import DECISIONS, spark_schema
 
 
 class DecisionStage(Stage):
@@ -20,9 +20,18 @@ class DecisionStage(Stage):
         raise NotImplementedError
 
     def execute(self, ctx: RunContext, out_dir: str) -> dict[str, Any]:
-        path = f"{out_dir}/decisions"
         ctx.spark.sparkContext.setJobDescription(f"{self.name}: decide")
-        self.decide(alive_df(ctx), ctx).select(*DECISIONS.names).write.mode("overwrite").parquet(path)
-        written = ctx.spark.read.parquet(path).groupBy("reason").count().collect()
-        removed = {r["reason"]: r["count"] for r in sorted(written, key=lambda r: r["reason"])}
-        return {"removed": removed}
+        return {"removed": write_decisions(ctx, self.decide(alive_df(ctx), ctx), out_dir)}
+
+
+def no_decisions(ctx: RunContext) -> DataFrame:
+    """An empty DECISIONS table, for a stage that removed nothing."""
+    return ctx.spark.createDataFrame([], spark_schema(DECISIONS))
+
+
+def write_decisions(ctx: RunContext, decisions: DataFrame, out_dir: str) -> dict[str, int]:
+    """Write DECISIONS rows under `out_dir/decisions`; return the written count per reason."""
+    path = f"{out_dir}/decisions"
+    decisions.select(*DECISIONS.names).write.mode("overwrite").parquet(path)
+    written = ctx.spark.read.parquet(path).groupBy("reason").count().collect()
+    return {r["reason"]: r["count"] for r in sorted(written, key=lambda r: r["reason"])}

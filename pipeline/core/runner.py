@@ -14,6 +14,7 @@ from pipeline.core.ledger import write_ledger
 from pipeline.core.spark import get_spark
 from pipeline.core.stage import MANIFEST, SUCCESS, RunContext, Stage
 from pipeline.stages.basic_filter import BasicFilter
+from pipeline.stages.embed import Embed
 from pipeline.stages.exact_dedup import ExactDedup
 from pipeline.stages.export import Export
 from pipeline.stages.ingest import Ingest
@@ -23,7 +24,10 @@ log = logging.getLogger("curate")
 
 def pipeline_stages(cfg: RunConfig) -> list[Stage]:
     """The stages of a run, in order."""
-    return [Ingest(), BasicFilter(), ExactDedup(), Export()]
+    stages: list[Stage] = [Ingest(), BasicFilter(), ExactDedup()]
+    if cfg.embed.enabled:
+        stages.append(Embed())
+    return [*stages, Export()]
 
 
 @dataclass

@@ -12,7 +12,6 @@ import io as pyio
 import json
 import math
 import tarfile
-from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -21,9 +20,10 @@ from pyspark.sql import functions as F
 from pipeline.core import io
 from pipeline.core.stage import RunContext, Stage, alive_df
 from pipeline.core.tars import read_member
+from pipeline.core.tasks import run_grouped
 from schemas import EXPORT_ROWS
 
-EXPORT_COLUMNS = ["sample_id", "uid", "shard", "key", "caption", "url", "width", "height", "image_ext",
+EXPORT_COLUMNS = ["sample_id", "uid", "shard", "shard_name", "key", "caption", "url", "width", "height", "image_ext",
                   "image_offset", "image_bytes"]
 
 
@@ -68,7 +68,7 @@ def output_row(key: str, row: dict[str, Any]) -> dict[str, Any]:
         "key": key,
         "uid": row["uid"],
         "sample_id": row["sample_id"],
-        "source_shard": row["sample_id"].rsplit("/", 1)[0],
+        "source_shard": row["shard_name"],
         "orig_key": row["key"],
         "caption": row["caption"],
         "url": row["url"],
@@ -107,6 +107,8 @@ def write_shard(out_dir: str, shard: int, rows: list[tuple[int, dict[str, Any]]]
 
 def brace_pattern(out_dir: str, n_shards: int) -> str:
     """What a training job passes as its shard list, e.g. `out/{00000..00012}.tar`."""
+    if n_shards == 0:
+        return ""
     if n_shards == 1:
         return f"{out_dir}/00000.tar"
     return f"{out_dir}/{{00000..{n_shards - 1:05d}}}.tar"
@@ -130,16 +132,9 @@ class Export(Stage):
         total = indexed.count()
         per_shard = cfg.samples_per_shard
         n_shards = math.ceil(total / per_shard)
-        stats: list[dict[str, Any]] = []
-        if n_shards:
-            ctx.spark.sparkContext.setJobDescription(f"export: write {n_shards} shards")
-            stats = (
-                indexed.map(lambda ri: (ri[1] // per_shard, (ri[1], ri[0])))
-                .partitionBy(n_shards, lambda shard: shard)
-                .mapPartitions(lambda it: _write_partition(out_dir, it))
-                .collect()
-            )
-        stats.sort(key=lambda s: s["shard"])
+        ctx.spark.sparkContext.setJobDescription(f"export: write {n_shards} shards")
+        pairs = indexed.map(lambda ri: (ri[1] // per_shard, (ri[1], ri[0])))
+        stats = run_grouped(pairs, n_shards, lambda shard, rows: write_shard(out_dir, shard, rows))
         io.write_json_atomic(f"{out_dir}/sizes.json", {s["shard"]: s["count"] for s in stats})
         pattern = brace_pattern(out_dir, n_shards)
         return {
@@ -149,10 +144,3 @@ class Export(Stage):
             "pattern": pattern,
         }
 
-
-def _write_partition(out_dir: str, items: Iterator[tuple[int, tuple[int, dict[str, Any]]]]) -> Iterator[dict]:
-    by_shard: dict[int, list[tuple[int, dict[str, Any]]]] = {}
-    for shard, pair in items:
-        by_shard.setdefault(shard, []).append(pair)
-    for shard, rows in sorted(by_shard.items()):
-        yield write_shard(out_dir, shard, rows)

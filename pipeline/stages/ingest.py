@@ -85,7 +85,7 @@ def _url(sample: TarSample) -> str | None:
 def sample_row(task: ShardTask, sample: TarSample, sample_id: str, cfg: IngestConfig) -> dict[str, Any]:
     """One SAMPLES row for a sample read from a tar, with a quarantine reason if it is unusable."""
     row: dict[str, Any] = {name: None for name in SAMPLES.names}
-    row.update(sample_id=sample_id, shard=task.path, key=sample.key, url=_url(sample))
+    row.update(sample_id=sample_id, shard=task.path, shard_name=task.name, key=sample.key, url=_url(sample))
     reason = sample.problem
     ext = next((e for e in IMAGE_EXTS if e in sample.members), None)
     if ext is not None:
@@ -118,6 +118,7 @@ def _missing_row(task: ShardTask, key: str, meta: dict[str, Any]) -> dict[str, A
     row.update(
         sample_id=f"{task.name}/{key}",
         shard=task.path,
+        shard_name=task.name,
         key=key,
         caption=caption if isinstance(caption, str) else None,
         url=meta.get("url") if isinstance(meta.get("url"), str) else None,

@@ -1,0 +1,127 @@
+"""Embed: open_clip image and caption embeddings, one Spark task per source shard.
+
+A task reads its shard's image bytes straight from the tar (offsets from ingest), decodes and
+preprocesses on threads ahead of the forward pass, and writes `parts/<shard>.parquet` then
+`shard_stats/<shard>.json`; a rerun embeds only shards without a stats file. The model is loaded
+once per Python worker and reused by later tasks. A task bound to a GPU by Spark's resource
+scheduling (`spark.task.resource.gpu.amount`) runs there; otherwise it runs on the CPU with as
+many torch threads as the task has cores.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+from pyspark import TaskContext
+
+from pipeline.core import io
+from pipeline.core.config import EmbedConfig
+from pipeline.core.decisions import no_decisions, write_decisions
+from pipeline.core.progress import RateLogger
+from pipeline.core.stage import RunContext, Stage, alive_df
+from pipeline.core.tars import read_member
+from pipeline.core.tasks import run_grouped
+from schemas import EMBEDDINGS
+
+EMBED_COLUMNS = ["sample_id", "uid", "shard", "shard_name", "caption", "image_offset", "image_bytes"]
+
+
+def _task_resources() -> tuple[list[str] | None, int]:
+    """(GPU addresses Spark assigned to this task or None, CPU cores of the task)."""
+    ctx = TaskContext.get()
+    if ctx is None:
+        return None, 1
+    gpu = ctx.resources().get("gpu")
+    return (list(gpu.addresses) if gpu is not None else None), max(1, ctx.cpus())
+
+
+def _images(rows: list[dict[str, Any]]) -> Any:
+    """Image bytes of `rows` in order, read lazily from their tars."""
+    handles: dict[str, BinaryIO] = {}
+    try:
+        for row in rows:
+            path = row["shard"]
+            if path not in handles:
+                fs, p = io.filesystem(path)
+                handles[path] = fs.open(p, "rb")
+            yield read_member(handles[path], row["image_offset"], row["image_bytes"])
+    finally:
+        for handle in handles.values():
+            handle.close()
+
+
+def embed_shard(shard: str, rows: list[dict[str, Any]], out_dir: str, cfg: EmbedConfig) -> dict[str, Any]:
+    """Task body: embed one shard's rows and write its Parquet part, then its stats (skip if done)."""
+    from pipeline.models import get_clip, select_device, set_torch_threads, encode_pairs
+
+    part = shard.replace("/", "__")
+    stats_path = f"{out_dir}/shard_stats/{part}.json"
+    if io.exists(stats_path):
+        return io.read_json(stats_path)
+    gpus, cores = _task_resources()
+    device = select_device(gpus)
+    if device.type == "cpu":
+        set_torch_threads(cfg.threads or cores)
+    clip = get_clip(cfg.model, device)
+    rows = sorted(rows, key=lambda r: r["image_offset"])
+    started = time.monotonic()
+    progress = RateLogger(f"embed {shard} on {device}", len(rows))
+    out = encode_pairs(
+        clip,
+        _images(rows),
+        [r["caption"] or "" for r in rows],
+        batch_size=cfg.batch_size,
+        decode_workers=cfg.decode_workers,
+        progress=progress,
+    )
+    table = pa.table(
+        {
+            "sample_id": [r["sample_id"] for r in rows],
+            "uid": [r["uid"] for r in rows],
+            "image_emb": list(out.image_emb),
+            "text_emb": list(out.text_emb),
+            "clip_score": out.clip_score,
+        },
+        schema=EMBEDDINGS,
+    )
+    io.write_parquet_atomic(f"{out_dir}/parts/{part}.parquet", table)
+    seconds = time.monotonic() - started
+    stats = {"shard": shard, "count": len(rows), "seconds": round(seconds, 3), "device": str(device),
+             "images_per_s": round(len(rows) / max(seconds, 1e-9), 1)}
+    io.write_json_atomic(stats_path, stats)
+    return stats
+
+
+class Embed(Stage):
+    """Alive samples -> `embed/parts/*.parquet` (EMBEDDINGS); samples that get no embedding are
+    removed with reason `no_embedding` (only possible with precomputed embeddings)."""
+
+    name = "embed"
+    resumable = True
+    removes_samples = True
+
+    def execute(self, ctx: RunContext, out_dir: str) -> dict[str, Any]:
+        cfg = ctx.cfg.embed
+        alive = alive_df(ctx)
+        if cfg.precomputed is not None:
+            from pipeline.stages.embed_import import import_precomputed
+
+            return import_precomputed(ctx, alive, out_dir)
+        rows = alive.select(*EMBED_COLUMNS)
+        shards = sorted(r["shard_name"] for r in rows.select("shard_name").distinct().collect())
+        index = {name: i for i, name in enumerate(shards)}
+        ctx.spark.sparkContext.setJobDescription(f"embed {len(shards)} shards")
+        started = time.monotonic()
+        pairs = rows.rdd.map(lambda r: (index[r["shard_name"]], r.asDict()))
+        stats = run_grouped(pairs, len(shards), lambda i, members: embed_shard(shards[i], members, out_dir, cfg))
+        seconds = time.monotonic() - started
+        write_decisions(ctx, no_decisions(ctx), out_dir)
+        embedded = sum(s["count"] for s in stats)
+        return {
+            "embedded": embedded,
+            "shards": len(stats),
+            "images_per_s": round(embedded / max(seconds, 1e-9), 1),
+            "removed": {},
+        }
