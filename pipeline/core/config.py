@@ -119,17 +119,24 @@ class ClusterConfig:
 
     Defaults suit 10^5-10^9 samples: K = 1000 concepts trained on up to 256 points per centroid
     (FAISS's own cap), 20 iterations; raise `n_clusters` (and `index: ivf`) beyond 10^8.
+    The training sample is min(sample_size, n_clusters * max_points_per_centroid, rows) rows: FAISS
+    would subsample anything above the per-centroid cap, so those rows are never drawn.
+    Fewer usable embeddings than `n_clusters` is an error naming `cluster.n_clusters` (K is never
+    lowered silently: later stages' quotas depend on it). The run's `seed` seeds the sample and FAISS.
     """
 
     enabled: bool = False
     n_clusters: int = 1000
     sample_size: int = 256_000  # training sample drawn uniformly (seeded) in Spark
     iterations: int = 20
-    redo: int = 1
+    redo: int = 1  # train this many times (different seeds), keep the best objective
+    init: Literal["kmeans++", "random"] = "kmeans++"  # random: FAISS's own (random sample points)
     max_points_per_centroid: int = 256
-    neighbours: int = 20  # k nearest other centroids for d_inter
-    index: Literal["flat", "ivf"] = "flat"  # assignment index; ivf for very large K
-    assign_batch_size: int = 65_536
+    neighbours: int = 20  # k nearest other centroids for d_inter (capped at n_clusters - 1)
+    index: Literal["flat", "ivf"] = "flat"  # assignment index; ivf (approximate) for very large K
+    ivf_nlist: int = 0  # ivf cells over the centroids; 0: round(sqrt(n_clusters))
+    nprobe: int = 8  # ivf cells searched per point; nprobe >= nlist is exact
+    assign_batch_size: int = 65_536  # rows per FAISS search call in a task
 
     def validate(self, prefix: str) -> None:
         _check(self.n_clusters >= 1, f"{prefix}.n_clusters", "must be >= 1")
@@ -138,6 +145,8 @@ class ClusterConfig:
         _check(self.redo >= 1, f"{prefix}.redo", "must be >= 1")
         _check(self.max_points_per_centroid >= 1, f"{prefix}.max_points_per_centroid", "must be >= 1")
         _check(self.neighbours >= 1, f"{prefix}.neighbours", "must be >= 1")
+        _check(0 <= self.ivf_nlist <= self.n_clusters, f"{prefix}.ivf_nlist", "must be in [0, n_clusters]")
+        _check(self.nprobe >= 1, f"{prefix}.nprobe", "must be >= 1")
         _check(self.assign_batch_size >= 1, f"{prefix}.assign_batch_size", "must be >= 1")
 
 

@@ -68,8 +68,10 @@ def run_one_stage(cfg: RunConfig, name: str) -> dict[str, Any]:
 
 
 def run_status(run_dir: str) -> list[dict[str, Any]]:
-    """Per stage folder: finished or not, counts and seconds from its manifest."""
+    """Per stage folder, in the order they ran: finished or not, counts and seconds."""
     fs, root = io.filesystem(run_dir)
+    if not fs.isdir(root):
+        raise io.InputError(f"run dir '{run_dir}' does not exist")
     rows: list[dict[str, Any]] = []
     for entry in sorted(fs.ls(root, detail=False)):
         name = entry.rstrip("/").rsplit("/", 1)[-1]
@@ -78,5 +80,5 @@ def run_status(run_dir: str) -> list[dict[str, Any]]:
         done = fs.exists(f"{entry}/{SUCCESS}")
         manifest = io.read_json(f"{run_dir}/{name}/{MANIFEST}") if done else {}
         rows.append({"stage": name, "done": done, "seconds": manifest.get("seconds"),
-                     "counts": manifest.get("counts")})
-    return rows
+                     "counts": manifest.get("counts"), "started_at": manifest.get("started_at")})
+    return sorted(rows, key=lambda r: (r["started_at"] is None, r["started_at"] or 0, r["stage"]))

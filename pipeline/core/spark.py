@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from pipeline.core.config import SparkConfig
+
+
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 
 def launched_by_spark_submit() -> bool:
@@ -37,6 +41,7 @@ def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
             .config("spark.ui.showConsoleProgress", "true")
             .config("spark.ui.enabled", "false")
             .config("spark.driver.memory", "4g")
+            .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}")
         )
         for key, value in cfg.conf.items():
             builder = builder.config(key, value)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
 import schemas
+import schemas.tables
 
 import pipeline
 from pipeline.core import io
@@ -73,11 +76,17 @@ class Stage:
         """Do the work into `out_dir`; return counts for the manifest."""
         raise NotImplementedError
 
+    def code_version(self) -> str:
+        """The package version plus a hash of this stage's module and the table schemas: editing
+        either reruns the stage."""
+        sources = [inspect.getsourcefile(type(self)), inspect.getsourcefile(schemas.tables)]
+        return f"{pipeline.__version__}+{digest(*(Path(s).read_text() for s in sources))[:12]}"
+
     def fingerprint(self, ctx: RunContext) -> tuple[str, str, str]:
         """(fingerprint, config hash, input fingerprint) of this stage in this run."""
         config_hash = digest(self.config_json(ctx.cfg))
         input_fp = self.input_fingerprint(ctx)
-        return digest(self.name, pipeline.__version__, config_hash, input_fp), config_hash, input_fp
+        return digest(self.name, self.code_version(), config_hash, input_fp), config_hash, input_fp
 
     def is_up_to_date(self, ctx: RunContext) -> bool:
         """A finished output with the fingerprint this run would give exists."""
@@ -104,7 +113,7 @@ class Stage:
             "fingerprint": fp,
             "config_hash": config_hash,
             "input_fingerprint": input_fp,
-            "code_version": pipeline.__version__,
+            "code_version": self.code_version(),
             "counts": counts,
             "started_at": started,
             "finished_at": finished,
