@@ -25,7 +25,7 @@ import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -59,7 +59,11 @@ DOWNLOAD_ERRORS = (
     "The read operation timed out",
 )
 HOSTS = ("cdn.shop-demo.invalid", "img.blog-demo.invalid", "media.news-demo.invalid", "static.wiki-demo.invalid")
-MAGIC = {"jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "png": b"\x89PNG\r\n\x1a\n", "webp": b"RIFF\x00\x10\x00\x00WEBPVP8 "}
+MAGIC = {  # file signatures, so that some corrupt files look like images until decoded
+    "jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00",
+    "png": b"\x89PNG\r\n\x1a\n",
+    "webp": b"RIFF\x00\x10\x00\x00WEBPVP8 ",
+}
 
 META_SCHEMA = pa.schema(
     [
@@ -145,7 +149,8 @@ def _variant(image: bytes, ext: str, rng: np.random.Generator) -> tuple[bytes, s
         fmt, quality = "jpg", int(rng.integers(40, 70))
     elif op == 1:
         scale = float(rng.uniform(0.80, 0.95))
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BICUBIC)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.Resampling.BICUBIC)
         fmt, quality = ext, int(rng.integers(75, 96))
     else:
         fmt, quality = str(rng.choice([f for f in ("jpg", "png", "webp") if f != ext])), int(rng.integers(75, 96))
@@ -194,7 +199,7 @@ class _Builder:
         return self.pool[i], (shard_name(shard_id), compute_key(index, shard_id, self.samples_per_shard))
 
     def copy_of(self, kind: str, src: Sample, address: tuple[str, str], exact: bool) -> Sample:
-        """A copy of `src` (same bytes if exact, else a near-duplicate variant) with a fresh caption."""
+        """A copy of `src` (same bytes if exact, else a near-duplicate variant), keeping or redrawing its caption."""
         if exact:
             data, ext, width, height = src.image, src.ext, src.width, src.height
         else:
@@ -203,9 +208,11 @@ class _Builder:
         return Sample(kind, text, self.url(ext), src.concept, data, ext, width, height, address)
 
     def exact_duplicate(self) -> Sample:
+        """The same bytes as an earlier clean pool sample, under another key and URL."""
         return self.copy_of("exact_duplicate", *self.pool_source(), exact=True)
 
     def near_duplicate(self) -> Sample:
+        """An earlier clean pool sample re-encoded, resized or converted."""
         return self.copy_of("near_duplicate", *self.pool_source(), exact=False)
 
     def eval_copy(self) -> Sample:
@@ -231,6 +238,7 @@ class _Builder:
         return sample
 
     def tiny(self) -> Sample:
+        """An image under 16 px on both sides."""
         width, height = (int(v) for v in self.rng.integers(6, 16, size=2))
         return self.image_sample("tiny", width, height)
 
@@ -309,6 +317,7 @@ def _meta(sample: Sample, key: str) -> dict:
 
 
 def _tar_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
+    """A tar member with fixed metadata, so that archives are reproducible."""
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(data), 0, 0o644
     info.uid = info.gid = 0
@@ -316,17 +325,26 @@ def _tar_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
     return info, io.BytesIO(data)
 
 
-def write_shard(directory: Path, shard_id: int, samples: list[Sample], samples_per_shard: int, start_time: float) -> None:
-    """Write `NNNNN.tar`, `NNNNN.parquet` and `NNNNN_stats.json` for one shard, as img2dataset does."""
-    name = shard_name(shard_id)
-    metas = [_meta(s, compute_key(i, shard_id, samples_per_shard)) for i, s in enumerate(samples)]
-    with open(directory / f"{name}.tar", "wb") as f, tarfile.open(fileobj=f, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+def _write_tar(f: BinaryIO, samples: list[Sample], metas: list[dict]) -> None:
+    """The shard's tar: image, json and txt members of each successful sample, as webdataset.TarWriter orders them."""
+    with tarfile.open(fileobj=f, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
         for sample, meta in zip(samples, metas):
             if sample.image is None:
                 continue
-            members = {sample.ext: sample.image, "json": json.dumps(meta, indent=4).encode(), "txt": sample.caption.encode()}
+            json_bytes = json.dumps(meta, indent=4).encode()
+            members = {sample.ext: sample.image, "json": json_bytes, "txt": sample.caption.encode()}
             for ext in sorted(members):
                 tar.addfile(*_tar_member(f"{meta['key']}.{ext}", members[ext]))
+
+
+def write_shard(
+    directory: Path, shard_id: int, samples: list[Sample], samples_per_shard: int, start_time: float
+) -> None:
+    """Write `NNNNN.tar`, `NNNNN.parquet` and `NNNNN_stats.json` for one shard, as img2dataset does."""
+    name = shard_name(shard_id)
+    metas = [_meta(s, compute_key(i, shard_id, samples_per_shard)) for i, s in enumerate(samples)]
+    with open(directory / f"{name}.tar", "wb") as f:
+        _write_tar(f, samples, metas)
     table = pa.Table.from_pylist(metas, schema=META_SCHEMA)
     with pq.ParquetWriter(directory / f"{name}.parquet", META_SCHEMA) as writer:
         for offset in range(0, len(metas), 100):
@@ -347,6 +365,7 @@ def write_shard(directory: Path, shard_id: int, samples: list[Sample], samples_p
 
 
 def _ground_truth(pool: list[Sample], samples_per_shard: int) -> pa.Table:
+    """One GROUND_TRUTH_SCHEMA row per pool row, in shard and key order."""
     rows = []
     for i, s in enumerate(pool):
         shard_id, index = divmod(i, samples_per_shard)

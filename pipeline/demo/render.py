@@ -136,7 +136,8 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
         radii, n = [r, r * 0.45] * 5, 10
     elif shape == "cross":
         a = r * 0.35
-        pts = [(a, r), (a, a), (r, a), (r, -a), (a, -a), (a, -r), (-a, -r), (-a, -a), (-r, -a), (-r, a), (-a, a), (-a, r)]
+        pts = [(a, r), (a, a), (r, a), (r, -a), (a, -a), (a, -r)]
+        pts += [(-x, -y) for x, y in pts]
         c, s = np.cos(angle), np.sin(angle)
         return [(cx + px * c - py * s, cy + px * s + py * c) for px, py in pts]
     else:
@@ -181,6 +182,7 @@ def encode(img: Image.Image, fmt: str, quality: int) -> bytes:
 
 
 def _article(word: str) -> str:
+    """'a' or 'an' before the word."""
     return "an" if word[0] in "aeiou" else "a"
 
 
