@@ -168,6 +168,8 @@ class RunConfig:
     input: str
     run_dir: str
     seed: int = 0
+    # Sample-removing steps in run order; each sees only what the steps before it kept.
+    steps: tuple[str, ...] = ("basic_filter", "exact_dedup")
     spark: SparkConfig = field(default_factory=SparkConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     basic_filter: BasicFilterConfig = field(default_factory=BasicFilterConfig)

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from pipeline.core import io
-from pipeline.core.config import RunConfig
+from pipeline.core.config import ConfigError, RunConfig
 from pipeline.core.ledger import write_ledger
 from pipeline.core.spark import get_spark
 from pipeline.core.stage import MANIFEST, SUCCESS, RunContext, Stage
@@ -22,11 +22,38 @@ from pipeline.stages.ingest import Ingest
 log = logging.getLogger("curate")
 
 
+# Steps a config may name in `steps`, in the order it wants them (each removes samples with reasons).
+STEPS: dict[str, type[Stage]] = {stage.name: stage for stage in (BasicFilter, ExactDedup)}
+
+# Stages that produce what steps need; inserted before the first step that needs them.
+PROVIDERS: dict[str, type[Stage]] = {"embed": Embed}
+
+
 def pipeline_stages(cfg: RunConfig) -> list[Stage]:
-    """The stages of a run, in order."""
-    stages: list[Stage] = [Ingest(), BasicFilter(), ExactDedup()]
-    if cfg.embed.enabled:
-        stages.append(Embed())
+    """The stages of a run, in order: ingest, the configured steps (with embed and cluster put in
+    before the first step that needs them, or before export when only enabled), export."""
+    unknown = [name for name in cfg.steps if name not in STEPS]
+    if unknown:
+        raise ConfigError(f"config key 'steps': unknown step(s) {unknown} (known: {', '.join(sorted(STEPS))})")
+    stages: list[Stage] = [Ingest()]
+    provided: set[str] = set()
+
+    def provide(names: tuple[str, ...]) -> None:
+        for name in names:
+            if name in provided:
+                continue
+            if not getattr(cfg, name).enabled:
+                raise ConfigError(f"config key '{name}.enabled': a configured stage needs the {name} stage")
+            provider = PROVIDERS[name]()
+            provide(provider.needs)
+            provided.add(name)
+            stages.append(provider)
+
+    for name in cfg.steps:
+        step = STEPS[name]()
+        provide(step.needs)
+        stages.append(step)
+    provide(tuple(name for name in PROVIDERS if getattr(cfg, name).enabled))
     return [*stages, Export()]
 
 
@@ -44,10 +71,11 @@ def save_resolved_config(cfg: RunConfig) -> None:
 
 def run_pipeline(cfg: RunConfig, force: bool = False) -> RunResult:
     """Run every stage (skipping those up to date), then write and check the ledger."""
-    io.list_shards(cfg.input)  # fail on an empty input before Spark starts
+    io.list_shards(cfg.input)  # fail on an empty input or steps before Spark starts
+    stages = pipeline_stages(cfg)
     ctx = RunContext(cfg=cfg, spark=get_spark(cfg.spark))
     save_resolved_config(cfg)
-    manifests = {stage.name: stage.run(ctx, force=force) for stage in pipeline_stages(cfg)}
+    manifests = {stage.name: stage.run(ctx, force=force) for stage in stages}
     export = manifests["export"]["counts"]
     ledger = write_ledger(ctx, export["kept"])
     return RunResult(manifests, ledger, ctx.stage_dir("export"), export["pattern"])

@@ -62,6 +62,7 @@ class Stage:
     name: ClassVar[str]
     resumable: ClassVar[bool] = False
     removes_samples: ClassVar[bool] = False  # writes DECISIONS rows under decisions/
+    needs: ClassVar[tuple[str, ...]] = ()  # provider stages ("embed", "cluster") that must run first
 
     def config_json(self, cfg: RunConfig) -> str:
         """The part of the config this stage depends on (its hash is in the fingerprint)."""

@@ -15,12 +15,7 @@ from pipeline.core import io as pio
 from pipeline.core.config import config_from_dict
 from pipeline.core.runner import RunResult, run_pipeline
 from pipeline.core.stage import PENDING
-from pipeline.models import ModelSpec, load_clip, make_tiny_checkpoint
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", seed=0)
+from pipeline.models import ModelSpec, load_clip
 
 
 def embed_config(demo_dir: Path, run_dir: Path, checkpoint: Path, **embed) -> dict:
