@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CURATE := $(VENV)/bin/curate
 
-.PHONY: install demo test test-slow
+.PHONY: install demo demo-dbp test test-slow
 
 install: $(VENV)/.installed
 
@@ -15,6 +15,11 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(CURATE) demo-data build/demo
 	$(CURATE) run examples/demo.yaml
+
+demo-dbp: install
+	$(CURATE) demo-data build/demo
+	$(CURATE) make-tiny-model build/tiny.pt
+	$(CURATE) run examples/demo-dbp.yaml
 
 test: install
 	$(PY) -m pytest -q

@@ -1,4 +1,4 @@
-"""`curate`: run a curation job, make demo data, run one stage, show a run's status."""
+"""`curate`: run a curation job, make demo data, run one stage, show a run's status, verify its output."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(json.dumps(result.ledger, indent=2))
     print(f"output shards: {result.export_dir}")
     print(f"ledger:        {cfg.run_dir}/ledger.json")
+    print(f"report:        {result.report}")
     print(f"train with:    --train-data '{result.pattern}' --train-num-samples {result.ledger['kept']}")
     return 0
 
@@ -43,6 +44,44 @@ def _cmd_status(args: argparse.Namespace) -> int:
         state = "done" if row["done"] else "incomplete"
         seconds = f"{row['seconds']:.1f}s" if row["seconds"] is not None else ""
         print(f"{row['stage']:<16} {state:<11} {seconds:>8}  {json.dumps(row['counts'] or {})[:200]}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from pipeline.verify import verify_run
+
+    report = verify_run(args.run_dir)
+    for problem in report.problems:
+        print(f"curate verify: {problem}", file=sys.stderr)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from pipeline.explain import explain, format_story
+
+    stories = explain(args.run_dir, args.sample)
+    if not stories:
+        print(f"curate explain: no sample_id or uid '{args.sample}' in {args.run_dir}", file=sys.stderr)
+        return 1
+    print("\n\n".join(format_story(story) for story in stories))
+    return 0
+
+
+def _cmd_make_tiny_model(args: argparse.Namespace) -> int:
+    from pipeline.models import make_tiny_checkpoint
+
+    print(make_tiny_checkpoint(args.path, seed=args.seed))
+    return 0
+
+
+def _cmd_contain(args: argparse.Namespace) -> int:
+    from pipeline.containment import format_table, measure_containment
+
+    result = measure_containment(args.a, args.b, args.out, config=args.config, phash_threshold=args.phash_threshold,
+                                 cosine_threshold=args.cosine_threshold)
+    print(format_table(result))
+    print(f"written: {args.out}/containment_by_shard.parquet, {args.out}/containment.json")
     return 0
 
 
@@ -73,6 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show which stages of a run are done")
     status.add_argument("run_dir")
     status.set_defaults(func=_cmd_status)
+
+    verify = sub.add_parser("verify", help="re-read a run's output shards and check them against its manifest")
+    verify.add_argument("run_dir")
+    verify.set_defaults(func=_cmd_verify)
+
+    explain = sub.add_parser("explain", help="what each stage of a run decided about one sample, and why")
+    explain.add_argument("run_dir")
+    explain.add_argument("sample", metavar="SAMPLE_ID_OR_UID")
+    explain.set_defaults(func=_cmd_explain)
+
+    tiny = sub.add_parser("make-tiny-model", help="write the tiny test/demo open_clip checkpoint (arch curate-tiny)")
+    tiny.add_argument("path")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=_cmd_make_tiny_model)
+
+    contain = sub.add_parser("contain", help="how much of dataset A (img2dataset shards) is already in dataset B")
+    contain.add_argument("a", metavar="A")
+    contain.add_argument("b", metavar="B")
+    contain.add_argument("--out", default="containment", help="output folder (also holds resumable scratch runs)")
+    contain.add_argument("--config", help="run config whose spark/ingest/embed settings to use; embed.model "
+                         "enables the semantic level")
+    contain.add_argument("--phash-threshold", type=int, default=4)
+    contain.add_argument("--cosine-threshold", type=float, default=0.95)
+    contain.set_defaults(func=_cmd_contain)
 
     demo = sub.add_parser("demo-data", help="write a small img2dataset-format demo pool with known defects")
     demo.add_argument("out_dir")

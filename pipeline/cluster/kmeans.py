@@ -7,8 +7,8 @@ Determinism (same inputs, same machine and FAISS build -> same bytes):
 - `assign` gives each row a result that does not depend on which other rows share its batch.
   FAISS's float32 scores do (its BLAS blocking and a non-BLAS path below 20 queries round
   differently, ~1e-7), so FAISS only proposes the two best centroids of each row and the winner and
-  its distance are recomputed row by row in float64 (ties: lowest cluster id). Partitioning the
-  input differently therefore gives identical assignments.
+  its distance are recomputed row by row (ties: lowest cluster id). Partitioning the input
+  differently therefore gives identical assignments.
 - Per-cluster distance sums are kept as integers in units of 2**-32 (`quantize_dist`), so partial
   sums from any number of tasks add up exactly, in any order.
 Across CPUs (FAISS's AVX2 vs AVX512 builds) or on a GPU, results can differ in the last bits.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,7 +32,9 @@ from schemas import CENTROIDS, CLUSTER_STATS
 log = logging.getLogger("curate")
 
 DIST_SCALE = 2**32  # distance sums are integers in units of 2**-32 (dist <= 2 -> <= 2**33 per row)
-ROW_BLOCK = 4096  # rows per float64 block in the row-wise helpers (bounds temporary memory)
+ROW_BLOCK = 4096  # rows per block in the row-wise helpers (bounds temporary memory)
+UNIT_TOL = 1e-5  # |norm^2 - 1| below which a row counts as unit norm and is left alone
+NEAR_TIE = 1e-4  # FAISS's two best scores closer than this: both re-scored (FAISS's error ~1e-6)
 FAISS_MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this; we log instead
 
 
@@ -42,6 +45,7 @@ class KMeansResult:
     n_train: int
     device: Literal["cpu", "gpu"]
     best_redo: int  # which of the `redo` trainings was kept
+    init_seconds: float = 0.0  # of which k-means++ seeding (all redos)
 
 
 def _seed31(seed: int, salt: int = 0) -> int:
@@ -53,53 +57,67 @@ def _rng(seed: int, salt: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed % 2**64, salt])
 
 
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (float32), each computed on its own in float64; zero rows stay 0."""
-    x = np.asarray(x, dtype=np.float32)
-    out = np.empty_like(x)
+def row_dots(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """dot(x[i], y[i]) for every row (float32), each row on its own: a row's result does not
+    depend on the other rows of the batch nor on where the row sits in memory."""
+    out = np.empty(len(x), dtype=np.float32)
     for a in range(0, len(x), ROW_BLOCK):
-        block = x[a : a + ROW_BLOCK].astype(np.float64)
-        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
-        norms[norms == 0] = 1.0
-        out[a : a + ROW_BLOCK] = block / norms[:, None]
+        out[a : a + ROW_BLOCK] = np.einsum("ij,ij->i", x[a : a + ROW_BLOCK], y[a : a + ROW_BLOCK])
     return out
 
 
-def row_dots(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """dot(x[i], y[i]) for every row, in float64, each row on its own (independent of the batch)."""
-    out = np.empty(len(x), dtype=np.float64)
-    for a in range(0, len(x), ROW_BLOCK):
-        out[a : a + ROW_BLOCK] = np.einsum(
-            "ij,ij->i", x[a : a + ROW_BLOCK].astype(np.float64), y[a : a + ROW_BLOCK].astype(np.float64)
-        )
+def normalize_rows(x: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """Rows at unit L2 norm (float32). Rows already within UNIT_TOL of it are kept as they are (no
+    copy when all are); the others are rescaled in float64, each on its own; zero rows stay 0."""
+    x = np.asarray(x, dtype=np.float32)
+    off = np.flatnonzero(np.abs(row_dots(x, x) - 1.0) > UNIT_TOL)
+    if len(off) == 0:
+        return x
+    out = x if inplace else x.copy()
+    for a in range(0, len(off), ROW_BLOCK):
+        rows = off[a : a + ROW_BLOCK]
+        block = x[rows].astype(np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+        norms[norms == 0] = 1.0
+        out[rows] = block / norms[:, None]
     return out
 
 
 def kmeans_plus_plus(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """k-means++ seeding for unit vectors: the first centre uniform, each next one drawn with
-    probability proportional to 1 - cos(x, nearest centre so far) (= squared distance / 2)."""
+    """Greedy k-means++ seeding for unit vectors (Arthur & Vassilvitskii; the greedy form of
+    scikit-learn): the first centre uniform; then, at each step, 2 + ln(k) candidates drawn with
+    probability proportional to 1 - cos(x, nearest centre so far) (= squared distance / 2), and the
+    one that lowers the total of those distances most is kept. Plain k-means++ too often puts two
+    centres in one well-separated group, which Lloyd iterations do not undo."""
     n = len(x)
     if n < k:
         raise ValueError(f"k-means++ needs at least k={k} points, got {n}")
     rng = _rng(seed, 1)
+    trials = 2 + int(math.log(k))
     centres = np.empty((k, x.shape[1]), dtype=np.float32)
     centres[0] = x[rng.integers(n)]
-    best = x @ centres[0]
+    gap = np.maximum(1.0 - (x @ centres[0]).astype(np.float64), 0.0)  # to the nearest centre
     for j in range(1, k):
-        weights = np.cumsum(np.maximum(1.0 - best.astype(np.float64), 0.0))
-        if weights[-1] > 0:
-            i = int(np.searchsorted(weights, rng.random() * weights[-1], side="right"))
+        cum = np.cumsum(gap)
+        if cum[-1] > 0:
+            picks = np.searchsorted(cum, rng.random(trials) * cum[-1], side="right")
         else:  # every point sits on a centre already
-            i = int(rng.integers(n))
-        centres[j] = x[min(i, n - 1)]
-        np.maximum(best, x @ centres[j], out=best)
+            picks = rng.integers(n, size=trials)
+        picks = np.minimum(picks, n - 1)
+        gaps = np.minimum(gap[:, None], np.maximum(1.0 - (x @ x[picks].T).astype(np.float64), 0.0))
+        best = int(np.argmin(gaps.sum(axis=0)))
+        centres[j] = x[picks[best]]
+        gap = gaps[:, best]
     return centres
 
 
-def init_points(n: int, k: int) -> int:
-    """How many leading rows of the (already random) training sample k-means++ looks at: enough to
-    spread the centres, few enough to cost a few percent of the FAISS training."""
-    return min(n, max(16 * k, 4096))
+def init_points(n: int, k: int, iterations: int = 20) -> int:
+    """How many leading rows of the (already random) training sample k-means++ looks at: 8 per
+    centre, fewer if its cost, K * m * (2 + ln K) dot products, would pass 2.5% of the training's
+    K * n * iterations; at least 4096 (cheap) and at least k (k-means++ over k points is the
+    random init)."""
+    budget = iterations * n // (40 * (2 + int(math.log(k))))
+    return min(n, max(k, 4096, min(8 * k, budget)))
 
 
 def use_gpu() -> bool:
@@ -133,6 +151,7 @@ def train_kmeans(
                     n, k, k * FAISS_MIN_POINTS_PER_CENTROID)
     gpu = use_gpu() if gpu is None else gpu
     best: tuple[float, int, np.ndarray] | None = None
+    init_seconds = 0.0
     for r in range(redo):
         km = faiss.Kmeans(
             d, k, niter=iterations, nredo=1, spherical=True, seed=_seed31(seed, r),
@@ -141,14 +160,16 @@ def train_kmeans(
         )
         start = None
         if init == "kmeans++":
-            start = kmeans_plus_plus(x[: init_points(n, k)], k, _seed31(seed, r))
+            started = time.perf_counter()
+            start = kmeans_plus_plus(x[: init_points(n, k, iterations)], k, _seed31(seed, r))
+            init_seconds += time.perf_counter() - started
         km.train(x, init_centroids=start)
         objective = float(km.obj[-1])
         if best is None or objective > best[0]:
             best = (objective, r, km.centroids)
     assert best is not None
     centroids = normalize_rows(best[2])
-    return KMeansResult(centroids, best[0], n, "gpu" if gpu else "cpu", best[1])
+    return KMeansResult(centroids, best[0], n, "gpu" if gpu else "cpu", best[1], init_seconds)
 
 
 # ---------------------------------------------------------------- assignment
@@ -192,30 +213,31 @@ def assign(index: faiss.Index, centroids: np.ndarray, x: np.ndarray) -> tuple[np
     """Nearest centroid by inner product of each row of `x` (unit vectors): (cluster_id int32,
     dist_to_centroid = 1 - cos float32, clipped at 0).
 
-    FAISS proposes each row's two best centroids; both are re-scored in float64 and the better
-    kept (ties: lower id), so a row's result does not depend on its batch. Rows the index returns
-    no candidate for (possible with ivf) are scored against every centroid.
+    FAISS finds each row's two best centroids; the best is re-scored row by row (`row_dots`), and
+    where the two are within NEAR_TIE the second too, the higher kept (ties: lower id). So a row's
+    result does not depend on its batch. Rows the index returns no candidate for (possible with
+    ivf) are scored against every centroid.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, k = len(x), len(centroids)
-    ids = np.full(n, -1, dtype=np.int64)
-    sims = np.full(n, -np.inf, dtype=np.float64)
     if n == 0:
-        return ids.astype(np.int32), sims.astype(np.float32)
-    _, labels = index.search(x, min(2, k))
-    for j in range(labels.shape[1]):
-        lab = labels[:, j]
-        ok = lab >= 0
-        s = np.full(n, -np.inf)
-        s[ok] = row_dots(x[ok], centroids[lab[ok]])
-        better = ok & ((s > sims) | ((s == sims) & (lab < ids)))
-        ids[better], sims[better] = lab[better], s[better]
+        return np.zeros(0, np.int32), np.zeros(0, np.float32)
+    scores, labels = index.search(x, min(2, k))
+    ids = labels[:, 0].copy()
+    best = np.full(n, -np.inf, dtype=np.float32)
+    found = np.flatnonzero(ids >= 0)
+    best[found] = row_dots(x[found], centroids[ids[found]])
+    if labels.shape[1] > 1:
+        close = np.flatnonzero((labels[:, 1] >= 0) & ~(scores[:, 0] - scores[:, 1] > NEAR_TIE))
+        second = labels[close, 1]
+        s2 = row_dots(x[close], centroids[second])
+        better = (s2 > best[close]) | ((s2 == best[close]) & (second < ids[close]))
+        ids[close[better]], best[close[better]] = second[better], s2[better]
     lost = np.flatnonzero(ids < 0)
     if len(lost):
-        all_sims = x[lost].astype(np.float64) @ centroids.astype(np.float64).T
-        ids[lost] = np.argmax(all_sims, axis=1)
-        sims[lost] = row_dots(x[lost], centroids[ids[lost]])
-    dist = np.maximum(1.0 - sims, 0.0).astype(np.float32)
+        ids[lost] = np.argmax(x[lost].astype(np.float64) @ centroids.astype(np.float64).T, axis=1)
+        best[lost] = row_dots(x[lost], centroids[ids[lost]])
+    dist = np.maximum(np.float32(1.0) - best, np.float32(0.0))
     return ids.astype(np.int32), dist
 
 
@@ -307,8 +329,10 @@ def centroids_table(centroids: np.ndarray) -> pa.Table:
 # ---------------------------------------------------------------- Arrow and sampling helpers
 
 
-def vectors_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A list<float> column without nulls as a float32 [n, d] matrix; every list must have length d."""
+def vectors_from_arrow(column: pa.Array | pa.ChunkedArray, rows: np.ndarray | None = None) -> np.ndarray:
+    """A list<float> column without nulls as a float32 [n, d] matrix (every list of length d).
+    With `rows`, only those rows, in that order, gathered straight from the Arrow buffers; without,
+    a zero-copy (read-only) view where the column is one chunk."""
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     n = sum(len(c) for c in chunks)
     if n == 0:
@@ -316,15 +340,26 @@ def vectors_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if column.null_count:
         raise ValueError("vectors_from_arrow: the column has null rows")
     lengths = pc.list_value_length(column)
-    d = pc.min(lengths).as_py()
-    if d != pc.max(lengths).as_py():
-        raise ValueError(f"embeddings of different lengths ({d} to {pc.max(lengths).as_py()})")
-    flats = [c.flatten() for c in chunks]
-    if any(f.null_count for f in flats):
-        raise ValueError("embeddings contain null elements")
-    values = np.concatenate([f.to_numpy(zero_copy_only=False) for f in flats]) if len(flats) > 1 \
-        else flats[0].to_numpy(zero_copy_only=False)
-    return values.astype(np.float32, copy=False).reshape(n, d)
+    d, d_max = pc.min(lengths).as_py(), pc.max(lengths).as_py()
+    if d != d_max:
+        raise ValueError(f"embeddings of different lengths ({d} to {d_max})")
+    views = []
+    for chunk in chunks:
+        flat = chunk.flatten()
+        if flat.null_count:
+            raise ValueError("embeddings contain null elements")
+        views.append(flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(chunk), d))
+    if rows is None:
+        return views[0] if len(views) == 1 else np.concatenate(views)
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), d), dtype=np.float32)
+    starts = np.cumsum([0] + [len(c) for c in chunks])
+    which = np.searchsorted(starts, rows, side="right") - 1
+    for i, view in enumerate(views):
+        sel = np.flatnonzero(which == i)
+        if len(sel):
+            out[sel] = view[rows[sel] - starts[i]]
+    return out
 
 
 def sample_margin(target: int) -> int:

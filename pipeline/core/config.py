@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -60,8 +61,13 @@ class BasicFilterConfig:
     max_aspect: float = 3.0
     min_caption_words: int = 3
     min_caption_chars: int = 6
+    # keep captions detected as one of these ISO 639-1 codes; () = no language rule. Needs the
+    # optional detector (extra `lang`); without it the rule is skipped with a logged note.
+    languages: tuple[str, ...] = ()
 
     def validate(self, prefix: str) -> None:
+        _check(all(re.fullmatch(r"[a-z]{2,3}", code) for code in self.languages), f"{prefix}.languages",
+               "expected ISO 639-1 codes such as 'en'")
         _check(self.min_side >= 0, f"{prefix}.min_side", "must be >= 0")
         _check(self.max_aspect >= 1.0, f"{prefix}.max_aspect", "must be >= 1.0")
         _check(self.min_caption_words >= 0, f"{prefix}.min_caption_words", "must be >= 0")
@@ -73,6 +79,65 @@ class ExactDedupConfig:
     """Exact dedup by content hash: the sample with the smallest sample_id of each uid is kept."""
 
     enabled: bool = True
+
+
+@dataclass(frozen=True)
+class PhashDedupConfig:
+    """Near-duplicates by 64-bit pHash: samples within `threshold` bits are linked (banding, see
+    pipeline/dedup/phash.py), and of each connected group the smallest sample_id is kept."""
+
+    threshold: int = 4  # max Hamming distance; the 64 bits are split into threshold + 1 bands
+    max_bucket: int = 5000  # distinct hashes in one (band, value) bucket above which it is not joined
+    max_edges: int = 5_000_000  # linked hash pairs resolved into groups on the driver; more is an error
+    # pHash squashes images to 32x32: also require aspect ratios within this relative change (null: off)
+    max_aspect_change: float | None = 0.02
+
+    def validate(self, prefix: str) -> None:
+        _check(0 <= self.threshold <= 16, f"{prefix}.threshold", "must be in [0, 16] (bands of >= 3 bits)")
+        _check(self.max_aspect_change is None or self.max_aspect_change >= 0, f"{prefix}.max_aspect_change",
+               "must be >= 0")
+        _check(self.max_bucket >= 2, f"{prefix}.max_bucket", "must be >= 2")
+        _check(self.max_edges >= 1, f"{prefix}.max_edges", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class SemDedupConfig:
+    """SemDeDup within concept clusters: in keep order, a sample whose cosine to any earlier sample
+    of its cluster exceeds 1 - eps is removed. `on: image+text` compares the concatenated unit
+    image and text embeddings (cosine = mean of the two cosines)."""
+
+    eps: float = 0.05
+    keep: Literal["hard", "easy", "random"] = "hard"  # hard: farthest from the centroid first (kept)
+    on: Literal["image", "text", "image+text"] = "image"
+    block_size: int = 2048  # rows per similarity block: a task holds block_size² float64 at a time
+
+    def validate(self, prefix: str) -> None:
+        _check(0.0 < self.eps < 1.0, f"{prefix}.eps", "must be in (0, 1)")
+        _check(self.block_size >= 1, f"{prefix}.block_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class DecontaminateConfig:
+    """Removes pool samples that match an evaluation-set image: same bytes (exact), pHash within
+    `phash_threshold` bits (phash), or image-embedding cosine >= `cosine_threshold` with the embed
+    stage's model (semantic). `eval_sets`: img2dataset shard folders/globs or plain image folders."""
+
+    eval_sets: tuple[str, ...] = ()
+    methods: tuple[Literal["exact", "phash", "semantic"], ...] = ("exact", "phash", "semantic")
+    phash_threshold: int = 4
+    cosine_threshold: float = 0.95
+    max_bucket: int = 5000  # as phash_dedup.max_bucket
+    batch_size: int = 64  # eval images per forward pass (on the driver)
+
+    def validate(self, prefix: str) -> None:
+        _check(len(set(self.methods)) == len(self.methods) and self.methods, f"{prefix}.methods",
+               "must list each method at most once, and at least one")
+        _check(0 <= self.phash_threshold <= 16, f"{prefix}.phash_threshold", "must be in [0, 16]")
+        _check(-1.0 <= self.cosine_threshold <= 1.0, f"{prefix}.cosine_threshold", "must be in [-1, 1]")
+        _check(self.max_bucket >= 2, f"{prefix}.max_bucket", "must be >= 2")
+        _check(self.batch_size >= 1, f"{prefix}.batch_size", "must be >= 1")
+        for i, path in enumerate(self.eval_sets):
+            _check("://" in path or Path(path).exists(), f"{prefix}.eval_sets[{i}]", f"'{path}' does not exist")
 
 
 @dataclass(frozen=True)
@@ -151,14 +216,119 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    """A planned training budget ("Scaling Laws for Data Filtering"): keep at least
+    ceil(samples_seen / max_repeats) samples, so that no sample is seen more than max_repeats times."""
+
+    samples_seen: int
+    max_repeats: float
+
+    def validate(self, prefix: str) -> None:
+        _check(self.samples_seen >= 1, f"{prefix}.samples_seen", "must be >= 1")
+        _check(self.max_repeats > 0, f"{prefix}.max_repeats", "must be > 0")
+
+
+def _check_keep(prefix: str, fraction: float | None, count: int | None, fraction_key: str = "keep_fraction") -> None:
+    _check(fraction is None or 0.0 <= fraction <= 1.0, f"{prefix}.{fraction_key}", "must be in [0, 1]")
+    _check(count is None or count >= 0, f"{prefix}.keep_count", "must be >= 0")
+    _check(fraction is None or count is None, f"{prefix}.keep_count", f"set at most one of {fraction_key} and keep_count")
+
+
+@dataclass(frozen=True)
+class DbpConfig:
+    """Density-based pruning: per-cluster quotas from softmax(complexity / tau), the farthest from
+    the centroid kept. How many: keep_fraction or keep_count of the alive pool, raised by `budget`."""
+
+    keep_fraction: float | None = None
+    keep_count: int | None = None
+    budget: BudgetConfig | None = None
+    tau: float = 0.5
+    min_share: float = 0.5  # per-cluster floor m = floor(min_share * N_keep / K), capped by the cluster size
+
+    def validate(self, prefix: str) -> None:
+        _check_keep(prefix, self.keep_fraction, self.keep_count)
+        _check(self.tau > 0, f"{prefix}.tau", "must be > 0")
+        _check(0.0 <= self.min_share <= 1.0, f"{prefix}.min_share", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class SspConfig:
+    """Self-supervised prototypes pruning: the samples closest to their centroid are removed."""
+
+    keep_fraction: float | None = None
+    keep_count: int | None = None
+    budget: BudgetConfig | None = None
+    scope: Literal["global", "cluster"] = "global"  # cluster: every cluster keeps the same fraction
+
+    def validate(self, prefix: str) -> None:
+        _check_keep(prefix, self.keep_fraction, self.keep_count)
+
+
+@dataclass(frozen=True)
+class RandomConfig:
+    """Random baseline (seeded by the run seed): uniform, or the same quota per cluster."""
+
+    keep_fraction: float | None = None
+    keep_count: int | None = None
+    budget: BudgetConfig | None = None
+    balance: Literal["none", "cluster"] = "none"
+
+    def validate(self, prefix: str) -> None:
+        _check_keep(prefix, self.keep_fraction, self.keep_count)
+
+
+@dataclass(frozen=True)
+class DfnConfig:
+    """DFN-style filtering: a filtering network's image-text cosine per pair (`model`; without one,
+    the embed stage's clip_score: DataComp's CLIP-score filter), kept by `threshold` or `top_fraction`."""
+
+    model: ModelSpec | None = None
+    batch_size: int = 256
+    decode_workers: int = 2
+    threads: int = 0  # torch threads per task; 0 = the task's spark.task.cpus
+    threshold: float | None = None  # keep score >= threshold
+    top_fraction: float | None = None  # keep the ceil(f * N) best of the pool
+    budget: BudgetConfig | None = None  # with top_fraction
+    quantile: Literal["exact", "approximate"] = "exact"
+    relative_error: float = 0.001  # approximate: the kept count is within +-relative_error * N of the target
+
+    def validate(self, prefix: str) -> None:
+        _check(self.batch_size >= 1, f"{prefix}.batch_size", "must be >= 1")
+        _check(self.decode_workers >= 1, f"{prefix}.decode_workers", "must be >= 1")
+        _check(self.threads >= 0, f"{prefix}.threads", "must be >= 0")
+        _check_keep(prefix, self.top_fraction, None, "top_fraction")
+        _check(self.threshold is None or self.top_fraction is None, f"{prefix}.threshold",
+               "set only one of threshold and top_fraction")
+        _check(self.budget is None or self.threshold is None, f"{prefix}.budget", "applies to top_fraction, not threshold")
+        _check(0.0 < self.relative_error < 1.0, f"{prefix}.relative_error", "must be in (0, 1)")
+        pretrained = self.model.pretrained if self.model else None
+        if pretrained is not None and _looks_like_path(pretrained):
+            _check(Path(pretrained).is_file(), f"{prefix}.model.pretrained", f"no checkpoint file at '{pretrained}'")
+
+
+@dataclass(frozen=True)
+class ImageBasedConfig:
+    """DataComp's image-based filter: keep samples whose cluster is the nearest cluster of some
+    target-set image. `target`: img2dataset shards (embedded with embed.model) or .npy image
+    embeddings (a file or a folder of them)."""
+
+    target: str | None = None
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     """Output WebDataset shards."""
 
     samples_per_shard: int = 10_000
-    order: Literal["shuffle", "source"] = "shuffle"  # shuffle uses the run seed
+    max_shard_bytes: int | None = None  # also start a new shard near this many bytes (webdataset's maxsize)
+    # shuffle: seeded by the run seed; source: by sample_id; cluster: grouped by cluster id, seeded inside
+    order: Literal["shuffle", "source", "cluster"] = "shuffle"
+    include_embeddings: bool = False  # image_emb and text_emb columns in the output Parquet
 
     def validate(self, prefix: str) -> None:
         _check(self.samples_per_shard > 0, f"{prefix}.samples_per_shard", "must be positive")
+        _check(self.max_shard_bytes is None or self.max_shard_bytes > 0, f"{prefix}.max_shard_bytes",
+               "must be positive")
 
 
 @dataclass(frozen=True)
@@ -174,8 +344,16 @@ class RunConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     basic_filter: BasicFilterConfig = field(default_factory=BasicFilterConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    phash_dedup: PhashDedupConfig = field(default_factory=PhashDedupConfig)
+    semdedup: SemDedupConfig = field(default_factory=SemDedupConfig)
+    decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    dbp: DbpConfig = field(default_factory=DbpConfig)
+    ssp: SspConfig = field(default_factory=SspConfig)
+    random: RandomConfig = field(default_factory=RandomConfig)
+    dfn: DfnConfig = field(default_factory=DfnConfig)
+    image_based: ImageBasedConfig = field(default_factory=ImageBasedConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,6 +363,41 @@ class RunConfig:
     def section_json(self, name: str) -> str:
         """Canonical JSON of one section (its hash decides whether a stage reruns)."""
         return json.dumps(dataclasses.asdict(getattr(self, name)), sort_keys=True)
+
+    def validate(self, prefix: str) -> None:
+        """Checks across sections (each section checks its own keys)."""
+        _check(self.export.order != "cluster" or self.cluster.enabled, "export.order",
+               "'cluster' needs cluster.enabled: true")
+        _check(not self.export.include_embeddings or self.embed.enabled, "export.include_embeddings",
+               "needs embed.enabled: true")
+        _check(not _input_inside(self.input, self.run_dir), "run_dir",
+               f"'{self.run_dir}' holds the input '{self.input}' (stages delete and rewrite folders there)")
+        for name in ("dbp", "ssp", "random"):
+            keep = getattr(self, name)
+            _check(name not in self.steps or keep.keep_fraction is not None or keep.keep_count is not None
+                   or keep.budget is not None, f"{name}.keep_fraction", "set keep_fraction, keep_count or budget")
+        _check("dfn" not in self.steps or self.dfn.threshold is not None or self.dfn.top_fraction is not None,
+               "dfn.threshold", "set threshold or top_fraction")
+        _check("image_based" not in self.steps or self.image_based.target is not None, "image_based.target",
+               "is required by the image_based step")
+        decontaminate = "decontaminate" in self.steps
+        _check(not decontaminate or self.decontaminate.eval_sets, "decontaminate.eval_sets",
+               "is required by the decontaminate step")
+        _check(not decontaminate or "semantic" not in self.decontaminate.methods or self.embed.model is not None,
+               "decontaminate.methods", "'semantic' embeds the eval sets with embed.model: set it, or drop 'semantic'")
+
+
+def _input_inside(input_spec: str, run_dir: str) -> bool:
+    """True if any path `input_spec` can name (each brace alternative, up to its first wildcard) is
+    `run_dir` or lies under it."""
+    from braceexpand import braceexpand
+
+    folder = run_dir.rstrip("/")
+    for spec in braceexpand(input_spec):
+        fixed = re.split(r"[*?\[]", spec, maxsplit=1)[0].rstrip("/")
+        if fixed == folder or fixed.startswith(folder + "/"):
+            return True
+    return False
 
 
 def _type_name(tp: Any) -> str:
@@ -303,6 +516,16 @@ def _absolute_paths(data: dict[str, Any]) -> dict[str, Any]:
     for key in ("input", "run_dir"):
         if isinstance(data.get(key), str):
             data[key] = _absolute(data[key])
+    decontaminate = data.get("decontaminate")
+    if isinstance(decontaminate, dict) and isinstance(decontaminate.get("eval_sets"), list | tuple):
+        sets = [_absolute(p) if isinstance(p, str) else p for p in decontaminate["eval_sets"]]
+        data["decontaminate"] = {**decontaminate, "eval_sets": sets}
+    image_based = data.get("image_based")
+    if isinstance(image_based, dict) and isinstance(image_based.get("target"), str):
+        data["image_based"] = {**image_based, "target": _absolute(image_based["target"])}
+    dfn_model = (data.get("dfn") or {}).get("model") if isinstance(data.get("dfn"), dict) else None
+    if isinstance(dfn_model, dict) and isinstance(dfn_model.get("pretrained"), str) and _looks_like_path(dfn_model["pretrained"]):
+        data["dfn"] = {**data["dfn"], "model": {**dfn_model, "pretrained": _absolute(dfn_model["pretrained"])}}
     embed = data.get("embed")
     if isinstance(embed, dict):
         embed = data["embed"] = dict(embed)

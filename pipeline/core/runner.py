@@ -11,22 +11,36 @@ import yaml
 from pipeline.core import io
 from pipeline.core.config import ConfigError, RunConfig
 from pipeline.core.ledger import write_ledger
+from pipeline.core.redact import redacted
 from pipeline.core.spark import get_spark
 from pipeline.core.stage import MANIFEST, SUCCESS, RunContext, Stage
+from pipeline.report import build_report
 from pipeline.stages.basic_filter import BasicFilter
+from pipeline.stages.cluster import Cluster
+from pipeline.stages.dbp import Dbp
+from pipeline.stages.decontaminate import Decontaminate
+from pipeline.stages.dfn import Dfn
 from pipeline.stages.embed import Embed
 from pipeline.stages.exact_dedup import ExactDedup
 from pipeline.stages.export import Export
+from pipeline.stages.image_based import ImageBased
 from pipeline.stages.ingest import Ingest
+from pipeline.stages.phash_dedup import PhashDedup
+from pipeline.stages.random_prune import RandomPrune
+from pipeline.stages.semdedup import SemDedup
+from pipeline.stages.ssp import Ssp
 
 log = logging.getLogger("curate")
 
 
 # Steps a config may name in `steps`, in the order it wants them (each removes samples with reasons).
-STEPS: dict[str, type[Stage]] = {stage.name: stage for stage in (BasicFilter, ExactDedup)}
+STEPS: dict[str, type[Stage]] = {
+    stage.name: stage
+    for stage in (BasicFilter, ExactDedup, PhashDedup, SemDedup, Decontaminate, Dbp, Ssp, RandomPrune, Dfn, ImageBased)
+}
 
 # Stages that produce what steps need; inserted before the first step that needs them.
-PROVIDERS: dict[str, type[Stage]] = {"embed": Embed}
+PROVIDERS: dict[str, type[Stage]] = {"embed": Embed, "cluster": Cluster}
 
 
 def pipeline_stages(cfg: RunConfig) -> list[Stage]:
@@ -51,7 +65,7 @@ def pipeline_stages(cfg: RunConfig) -> list[Stage]:
 
     for name in cfg.steps:
         step = STEPS[name]()
-        provide(step.needs)
+        provide(step.needed(cfg))
         stages.append(step)
     provide(tuple(name for name in PROVIDERS if getattr(cfg, name).enabled))
     return [*stages, Export()]
@@ -63,14 +77,17 @@ class RunResult:
     ledger: dict[str, Any]
     export_dir: str
     pattern: str
+    report: str = ""  # <run_dir>/report.html
 
 
 def save_resolved_config(cfg: RunConfig) -> None:
-    io.write_bytes_atomic(f"{cfg.run_dir}/config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True).encode())
+    """`<run_dir>/config.yaml`, with secret values (S3 keys, tokens in `spark.conf`) redacted."""
+    resolved = yaml.safe_dump(redacted(cfg.to_dict()), sort_keys=True)
+    io.write_bytes_atomic(f"{cfg.run_dir}/config.yaml", resolved.encode())
 
 
 def run_pipeline(cfg: RunConfig, force: bool = False) -> RunResult:
-    """Run every stage (skipping those up to date), then write and check the ledger."""
+    """Run every stage (skipping those up to date), write and check the ledger, write the report."""
     io.list_shards(cfg.input)  # fail on an empty input or steps before Spark starts
     stages = pipeline_stages(cfg)
     ctx = RunContext(cfg=cfg, spark=get_spark(cfg.spark))
@@ -78,7 +95,8 @@ def run_pipeline(cfg: RunConfig, force: bool = False) -> RunResult:
     manifests = {stage.name: stage.run(ctx, force=force) for stage in stages}
     export = manifests["export"]["counts"]
     ledger = write_ledger(ctx, export["kept"])
-    return RunResult(manifests, ledger, ctx.stage_dir("export"), export["pattern"])
+    report = build_report(ctx, stages, manifests, ledger)
+    return RunResult(manifests, ledger, ctx.stage_dir("export"), export["pattern"], report)
 
 
 def run_one_stage(cfg: RunConfig, name: str) -> dict[str, Any]:

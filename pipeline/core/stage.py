@@ -64,6 +64,16 @@ class Stage:
     removes_samples: ClassVar[bool] = False  # writes DECISIONS rows under decisions/
     needs: ClassVar[tuple[str, ...]] = ()  # provider stages ("embed", "cluster") that must run first
 
+    def needed(self, cfg: RunConfig) -> tuple[str, ...]:
+        """The providers this stage needs in a run with `cfg` (by default `needs`; a stage whose
+        needs depend on its config overrides this)."""
+        return self.needs
+
+    def thresholds(self, cfg: RunConfig) -> dict[str, float]:
+        """Per decision reason, the value this stage compares the decision's `score` with (the run
+        report draws it on that reason's score histogram); none by default."""
+        return {}
+
     def config_json(self, cfg: RunConfig) -> str:
         """The part of the config this stage depends on (its hash is in the fingerprint)."""
         return cfg.section_json(self.name) if hasattr(cfg, self.name) else "{}"

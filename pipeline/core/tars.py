@@ -51,7 +51,9 @@ def iter_tar_samples(fileobj: BinaryIO, max_member_bytes: int) -> Iterator[TarSa
     """Yield samples in tar order; a final string is yielded if the tar is cut short or corrupt.
 
     Members with unsafe names yield a sample whose `problem` is `unsafe_member_path` (keyed by the
-    raw name) and their data is never read.
+    raw name) and their data is never read. Python's tarfile ends quietly at a truncated or garbled
+    header, so a seekable tar must also end with a zero block (the end-of-archive marker); if it
+    does not, the last sample read is marked `truncated_shard` too (its later members may be lost).
     """
     current: TarSample | None = None
     try:
@@ -81,6 +83,9 @@ def iter_tar_samples(fileobj: BinaryIO, max_member_bytes: int) -> Iterator[TarSa
                     if len(data) != info.size:
                         raise tarfile.ReadError("unexpected end of data")
                 current.members[ext] = Member(offset=info.offset_data, size=info.size, data=data)
+            end = tar.offset
+        if not _end_marker_at(fileobj, end):
+            raise tarfile.ReadError(f"no end-of-archive marker at offset {end}: truncated or corrupt")
     except (tarfile.TarError, EOFError, OSError) as err:
         if current is not None:
             current.problem = "truncated_shard"
@@ -91,10 +96,20 @@ def iter_tar_samples(fileobj: BinaryIO, max_member_bytes: int) -> Iterator[TarSa
         yield current
 
 
+def _end_marker_at(fileobj: BinaryIO, offset: int) -> bool:
+    """True if a zero block starts at `offset`, or if the stream cannot seek back to tell."""
+    try:
+        fileobj.seek(offset)
+    except (OSError, ValueError):
+        return True
+    return fileobj.read(tarfile.BLOCKSIZE) == bytes(tarfile.BLOCKSIZE)
+
+
 def read_member(fileobj: BinaryIO, offset: int, size: int) -> bytes:
-    """Read `size` bytes at `offset` (a member's data) from an open, seekable tar."""
+    """Read `size` bytes at `offset` (a member's data) from an open, seekable tar; EOFError if the
+    file ends first."""
     fileobj.seek(offset)
     data = fileobj.read(size)
     if len(data) != size:
-        raise OSError(f"short read at offset {offset}: {len(data)} of {size} bytes")
+        raise EOFError(f"short read at offset {offset}: {len(data)} of {size} bytes")
     return data

@@ -11,19 +11,25 @@ many torch threads as the task has cores.
 from __future__ import annotations
 
 import time
-from typing import Any, BinaryIO
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow as pa
 from pyspark import TaskContext
+from pyspark.sql import DataFrame
 
 from pipeline.core import io
-from pipeline.core.config import EmbedConfig
 from pipeline.core.decisions import no_decisions, write_decisions
+from pipeline.core.model_spec import ModelSpec
 from pipeline.core.progress import RateLogger
 from pipeline.core.stage import RunContext, Stage, alive_df
 from pipeline.core.tars import read_member
 from pipeline.core.tasks import run_grouped
 from schemas import EMBEDDINGS
+
+if TYPE_CHECKING:
+    from pipeline.models import EncodedBatch
 
 EMBED_COLUMNS = ["sample_id", "uid", "shard", "shard_name", "caption", "image_offset", "image_bytes"]
 
@@ -52,31 +58,29 @@ def _images(rows: list[dict[str, Any]]) -> Any:
             handle.close()
 
 
-def embed_shard(shard: str, rows: list[dict[str, Any]], out_dir: str, cfg: EmbedConfig) -> dict[str, Any]:
-    """Task body: embed one shard's rows and write its Parquet part, then its stats (skip if done)."""
-    from pipeline.models import get_clip, select_device, set_torch_threads, encode_pairs
+@dataclass(frozen=True)
+class EncodeSettings:
+    """What a per-shard encoding task needs: the open_clip model and how to run it."""
 
-    part = shard.replace("/", "__")
-    stats_path = f"{out_dir}/shard_stats/{part}.json"
-    if io.exists(stats_path):
-        return io.read_json(stats_path)
-    gpus, cores = _task_resources()
-    device = select_device(gpus)
-    if device.type == "cpu":
-        set_torch_threads(cfg.threads or cores)
-    clip = get_clip(cfg.model, device)
-    rows = sorted(rows, key=lambda r: r["image_offset"])
-    started = time.monotonic()
-    progress = RateLogger(f"embed {shard} on {device}", len(rows))
-    out = encode_pairs(
-        clip,
-        _images(rows),
-        [r["caption"] or "" for r in rows],
-        batch_size=cfg.batch_size,
-        decode_workers=cfg.decode_workers,
-        progress=progress,
-    )
-    table = pa.table(
+    model: ModelSpec
+    batch_size: int
+    decode_workers: int
+    threads: int  # torch threads per task; 0 = the task's CPU cores
+    label: str  # names the work in logs ("embed", "dfn")
+
+    @classmethod
+    def of(cls, section: Any, label: str) -> EncodeSettings:
+        """From a config section with model, batch_size, decode_workers and threads (embed, dfn)."""
+        return cls(section.model, section.batch_size, section.decode_workers, section.threads, label)
+
+
+# Turns a shard's rows (in encoding order) and their encodings into the Parquet part to write.
+TableMaker = Callable[[list[dict[str, Any]], "EncodedBatch"], pa.Table]
+
+
+def embeddings_table(rows: list[dict[str, Any]], out: EncodedBatch) -> pa.Table:
+    """EMBEDDINGS rows: both embeddings and their cosine."""
+    return pa.table(
         {
             "sample_id": [r["sample_id"] for r in rows],
             "uid": [r["uid"] for r in rows],
@@ -86,12 +90,57 @@ def embed_shard(shard: str, rows: list[dict[str, Any]], out_dir: str, cfg: Embed
         },
         schema=EMBEDDINGS,
     )
-    io.write_parquet_atomic(f"{out_dir}/parts/{part}.parquet", table)
+
+
+def encode_shard(shard: str, rows: list[dict[str, Any]], out_dir: str, settings: EncodeSettings,
+                 make_table: TableMaker) -> dict[str, Any]:
+    """Task body: encode one shard's rows and write `parts/<shard>.parquet`, then its stats (skip
+    the shard if its stats file exists)."""
+    from pipeline.models import encode_pairs, get_clip, select_device, set_torch_threads
+
+    part = shard.replace("/", "__")
+    stats_path = f"{out_dir}/shard_stats/{part}.json"
+    if io.exists(stats_path):
+        return io.read_json(stats_path)
+    gpus, cores = _task_resources()
+    device = select_device(gpus)
+    if device.type == "cpu":
+        set_torch_threads(settings.threads or cores)
+    clip = get_clip(settings.model, device)
+    rows = sorted(rows, key=lambda r: r["image_offset"])
+    started = time.monotonic()
+    progress = RateLogger(f"{settings.label} {shard} on {device}", len(rows))
+    out = encode_pairs(
+        clip,
+        _images(rows),
+        [r["caption"] or "" for r in rows],
+        batch_size=settings.batch_size,
+        decode_workers=settings.decode_workers,
+        progress=progress,
+    )
+    io.write_parquet_atomic(f"{out_dir}/parts/{part}.parquet", make_table(rows, out))
     seconds = time.monotonic() - started
     stats = {"shard": shard, "count": len(rows), "seconds": round(seconds, 3), "device": str(device),
              "images_per_s": round(len(rows) / max(seconds, 1e-9), 1)}
     io.write_json_atomic(stats_path, stats)
     return stats
+
+
+def encode_alive(ctx: RunContext, alive: DataFrame, out_dir: str, settings: EncodeSettings,
+                 make_table: TableMaker) -> dict[str, Any]:
+    """Encode `alive` (SAMPLES rows) with one Spark task per source shard into `out_dir/parts/`;
+    shards finished by an interrupted attempt are kept. Returns counts for the manifest."""
+    rows = alive.select(*EMBED_COLUMNS)
+    shards = sorted(r["shard_name"] for r in rows.select("shard_name").distinct().collect())
+    index = {name: i for i, name in enumerate(shards)}
+    ctx.spark.sparkContext.setJobDescription(f"{settings.label}: encode {len(shards)} shards")
+    started = time.monotonic()
+    pairs = rows.rdd.map(lambda r: (index[r["shard_name"]], r.asDict()))
+    stats = run_grouped(pairs, len(shards),
+                        lambda i, members: encode_shard(shards[i], members, out_dir, settings, make_table))
+    seconds = time.monotonic() - started
+    encoded = sum(s["count"] for s in stats)
+    return {"encoded": encoded, "shards": len(stats), "images_per_s": round(encoded / max(seconds, 1e-9), 1)}
 
 
 class Embed(Stage):
@@ -109,19 +158,7 @@ class Embed(Stage):
             from pipeline.stages.embed_import import import_precomputed
 
             return import_precomputed(ctx, alive, out_dir)
-        rows = alive.select(*EMBED_COLUMNS)
-        shards = sorted(r["shard_name"] for r in rows.select("shard_name").distinct().collect())
-        index = {name: i for i, name in enumerate(shards)}
-        ctx.spark.sparkContext.setJobDescription(f"embed {len(shards)} shards")
-        started = time.monotonic()
-        pairs = rows.rdd.map(lambda r: (index[r["shard_name"]], r.asDict()))
-        stats = run_grouped(pairs, len(shards), lambda i, members: embed_shard(shards[i], members, out_dir, cfg))
-        seconds = time.monotonic() - started
+        counts = encode_alive(ctx, alive, out_dir, EncodeSettings.of(cfg, self.name), embeddings_table)
         write_decisions(ctx, no_decisions(ctx), out_dir)
-        embedded = sum(s["count"] for s in stats)
-        return {
-            "embedded": embedded,
-            "shards": len(stats),
-            "images_per_s": round(embedded / max(seconds, 1e-9), 1),
-            "removed": {},
-        }
+        return {"embedded": counts["encoded"], "shards": counts["shards"], "images_per_s": counts["images_per_s"],
+                "removed": {}}

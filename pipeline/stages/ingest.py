@@ -109,11 +109,13 @@ def sample_row(task: ShardTask, sample: TarSample, sample_id: str, cfg: IngestCo
     return row
 
 
-def _missing_row(task: ShardTask, key: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """A parquet row whose sample is not in the tar: never downloaded, or lost from the tar."""
+def _missing_row(task: ShardTask, key: str, meta: dict[str, Any], tar_cut: bool) -> dict[str, Any]:
+    """A parquet row whose sample is not in the tar: never downloaded, or lost from the tar (in the
+    part of it cut off when the tar is truncated or corrupt, `tar_cut`)."""
     row: dict[str, Any] = {name: None for name in SAMPLES.names}
     status = meta.get("status")
-    reason = "missing_from_tar" if status in (None, "success") else str(status)
+    lost = "truncated_shard" if tar_cut else "missing_from_tar"
+    reason = lost if status in (None, "success") else str(status)
     caption = meta.get("caption")
     row.update(
         sample_id=f"{task.name}/{key}",
@@ -145,7 +147,8 @@ def read_shard(task: ShardTask, cfg: IngestConfig) -> tuple[list[dict[str, Any]]
                 sample_id = f"{sample_id}#{seen[item.key]}"
                 item.problem = item.problem or "duplicate_key"
             rows.append(sample_row(task, item, sample_id, cfg))
-    rows.extend(_missing_row(task, k, expected[k]) for k in sorted(expected) if k not in seen)
+    cut = tar_error is not None
+    rows.extend(_missing_row(task, k, expected[k], cut) for k in sorted(expected) if k not in seen)
     reasons = Counter(r["quarantine_reason"] for r in rows if r["quarantine_reason"])
     stats = {
         "shard": task.name,

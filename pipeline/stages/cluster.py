@@ -1,0 +1,337 @@
+"""Cluster: spherical k-means (FAISS) of the image embeddings, trained on a sample, applied to all.
+
+1. Sample (Spark). Rows with an image embedding whose xxhash64(seed, uid) falls below a threshold
+   (set from the row count, read from Parquet metadata, to give a little more than the sample size)
+   are written by tasks to `_sample/`; the driver reads those back, sorts them by (hash, sample_id)
+   and keeps the first `sample_size`: the same rows whatever the file layout or partitioning. A draw
+   that comes up short (odds ~1e-9) is redone with twice the threshold. `_sample/` is then deleted.
+2. Train (driver). k-means++ seeding + faiss.Kmeans(spherical=True), on faiss-gpu when a GPU is
+   visible. Writes `centroids.npy` (float32 [K, d], unit norm) and `centroids/` (CENTROIDS).
+3. Assign (Spark tasks). The serialized FAISS index (flat, or ivf) and the centroids are broadcast
+   and loaded once per Python worker; mapInArrow tasks assign `assign_batch_size` rows per FAISS
+   call with `spark.task.cpus` threads, each writes `assignments/part-NNNNN.parquet` (ASSIGNMENTS)
+   itself and returns exact per-cluster partial sums, merged on the driver.
+4. Stats (driver). `cluster_stats/` (CLUSTER_STATS) from those sums and the centroids.
+
+The driver holds the sample (sample_size x d float32, twice at peak) and never the full table.
+Fewer usable embeddings than `n_clusters` raises a ConfigError naming `cluster.n_clusters` (K is
+never lowered silently: later stages' quotas depend on it). Rows whose image_emb is null get no
+assignment and are counted as `no_embedding`.
+
+Determinism: for a fixed seed and input, on one machine and FAISS build, `centroids.npy` is
+byte-identical and the assignment and stats tables are equal, whatever the number, order and
+partitioning of the input files: the sample is the same rows in the same order, FAISS's k-means
+gives the same centroids at any thread count (checked 1/2/4), each row's assignment is re-scored
+on its own (see pipeline.cluster.kmeans), and distance sums are exact integers. A GPU, or a CPU
+where FAISS loads another SIMD build, may differ in the last bits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import io as pyio
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark import Broadcast, TaskContext
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pipeline.cluster import kmeans
+from pipeline.cluster.kmeans import (
+    DIST_SCALE,
+    PartialStats,
+    assign,
+    build_index,
+    centroids_table,
+    cluster_stats_table,
+    hash_threshold,
+    index_from_bytes,
+    index_to_bytes,
+    neighbour_distances,
+    normalize_rows,
+    sample_margin,
+    train_kmeans,
+    vectors_from_arrow,
+)
+from pipeline.core import io
+from pipeline.core.config import ConfigError, RunConfig
+from pipeline.core.stage import RunContext, Stage, digest, embeddings_df, table_df
+from schemas import ASSIGNMENTS, CENTROIDS, CLUSTER_STATS
+
+log = logging.getLogger("curate")
+
+STAGE = "cluster"
+PARTIALS = "cluster_id int, size long, dist_qsum long, max_dist float"  # cluster_id -1: null embeddings
+NO_EMBEDDING = -1
+
+
+# ---------------------------------------------------------------- what other stages call
+
+
+def centroids(ctx: RunContext) -> np.ndarray:
+    """The trained centroids, float32 [K, d], unit norm; row i is cluster_id i."""
+    fs, path = io.filesystem(f"{ctx.stage_dir(STAGE)}/centroids.npy")
+    with fs.open(path, "rb") as f:
+        return np.load(pyio.BytesIO(f.read()))
+
+
+def centroids_df(ctx: RunContext):
+    """CENTROIDS: (cluster_id, centroid)."""
+    return table_df(ctx, STAGE, "centroids", CENTROIDS)
+
+
+def assignments_df(ctx: RunContext) -> DataFrame:
+    """ASSIGNMENTS: (sample_id, uid, cluster_id, dist_to_centroid = 1 - cos), one row per embedding."""
+    return table_df(ctx, STAGE, "assignments", ASSIGNMENTS)
+
+
+def cluster_stats_df(ctx: RunContext) -> DataFrame:
+    """CLUSTER_STATS: one row per cluster (empty ones too: size 0, null distances)."""
+    return table_df(ctx, STAGE, "cluster_stats", CLUSTER_STATS)
+
+
+# ---------------------------------------------------------------- sampling (Spark -> driver)
+
+
+def write_part(batches: Iterator[pa.RecordBatch], *, out_dir: str) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: write this partition's rows as `out_dir/part-<partition>.parquet`; yield
+    its row count."""
+    task = TaskContext.get()
+    kept = [b for b in batches if b.num_rows]
+    rows = sum(b.num_rows for b in kept)
+    if rows:
+        io.write_parquet_atomic(f"{out_dir}/part-{task.partitionId():05d}.parquet", pa.Table.from_batches(kept))
+    yield pa.RecordBatch.from_pydict({"rows": pa.array([rows], pa.int64())})
+
+
+def draw_sample(ctx: RunContext, emb: DataFrame, target: int, scratch: str) -> tuple[np.ndarray, int]:
+    """(the training sample: image embeddings of the `target` rows with the smallest
+    (xxhash64(seed, uid), sample_id), in that order, unit-normalised, float32 [<= target, d];
+    the table's row count)."""
+    n_rows = emb.count()  # Parquet footers only
+    hashed = emb.where(F.col("image_emb").isNotNull()).select(
+        "sample_id", F.xxhash64(F.lit(str(ctx.cfg.seed)), F.col("uid")).alias("_hash"), "image_emb"
+    )
+    want = target + sample_margin(target)
+    while True:
+        threshold = hash_threshold(n_rows, want)
+        draw = hashed if threshold is None else hashed.where(F.col("_hash") < F.lit(threshold))
+        ctx.spark.sparkContext.setJobDescription(f"{STAGE}: draw a training sample of {target}")
+        io.remove(scratch)
+        draw.mapInArrow(partial(write_part, out_dir=scratch), "rows long").collect()
+        table = io.read_parquet_dir(scratch)
+        if table.num_rows >= target or threshold is None:
+            break
+        log.info("%s: sample draw came up short (%d < %d), redrawing", STAGE, table.num_rows, target)
+        want *= 2
+    io.remove(scratch)
+    if table.num_rows == 0:
+        return np.zeros((0, 0), dtype=np.float32), n_rows
+    order = pc.sort_indices(table.select(["_hash", "sample_id"]),
+                            sort_keys=[("_hash", "ascending"), ("sample_id", "ascending")])
+    x = vectors_from_arrow(table.column("image_emb"), order[:target].to_numpy())
+    return normalize_rows(x, inplace=True), n_rows
+
+
+# ---------------------------------------------------------------- assignment (Spark tasks)
+
+_WORKER_INDEX: dict[str, tuple[faiss.Index, np.ndarray]] = {}  # one centroid set per Python worker
+
+
+def _worker_index(key: str, payload: Broadcast) -> tuple[faiss.Index, np.ndarray]:
+    if key not in _WORKER_INDEX:
+        _WORKER_INDEX.clear()
+        index_bytes, cents = payload.value
+        _WORKER_INDEX[key] = (index_from_bytes(index_bytes), cents)
+    return _WORKER_INDEX[key]
+
+
+def rebatch(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
+    """Regroup a stream of record batches into tables of exactly `size` rows (the last: fewer)."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        rows += batch.num_rows
+        while rows >= size:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, size)
+            rest = table.slice(size)
+            pending, rows = rest.to_batches(), rest.num_rows
+    if rows:
+        yield pa.Table.from_batches(pending)
+
+
+def assign_rows(table: pa.Table, index: faiss.Index, cents: np.ndarray) -> pa.Table:
+    """ASSIGNMENTS rows for rows (sample_id, uid, image_emb) that all have an embedding."""
+    x = vectors_from_arrow(table.column("image_emb"))
+    if x.shape[1] != cents.shape[1]:
+        raise ValueError(f"{STAGE}: embedding of dimension {x.shape[1]}, centroids have {cents.shape[1]}")
+    ids, dist = assign(index, cents, normalize_rows(x))
+    return pa.table(
+        [table.column("sample_id").cast(pa.string()), table.column("uid").cast(pa.string()), pa.array(ids),
+         pa.array(dist)],
+        schema=ASSIGNMENTS,
+    )
+
+
+def assign_partition(batches: Iterator[pa.RecordBatch], *, payload: Broadcast, key: str, k: int,
+                     batch_size: int, out_dir: str) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: assign this partition, write `part-<partition>.parquet`, return PARTIALS."""
+    task = TaskContext.get()
+    faiss.omp_set_num_threads(max(1, task.cpus()))
+    index, cents = _worker_index(key, payload)
+    stats = PartialStats.empty(k)
+    missing = 0
+    parts = []
+    for table in rebatch(batches, batch_size):
+        emb = table.column("image_emb")
+        if emb.null_count:
+            missing += emb.null_count
+            table = table.filter(pc.is_valid(emb))
+        if table.num_rows:
+            part = assign_rows(table, index, cents)
+            stats.add(part.column("cluster_id").to_numpy(), part.column("dist_to_centroid").to_numpy())
+            parts.append(part)
+    if parts:
+        io.write_parquet_atomic(f"{out_dir}/part-{task.partitionId():05d}.parquet", pa.concat_tables(parts))
+    used = np.flatnonzero(stats.size)
+    yield pa.RecordBatch.from_pydict(
+        {
+            "cluster_id": pa.array(np.append(used, NO_EMBEDDING), pa.int32()),
+            "size": pa.array(np.append(stats.size[used], missing), pa.int64()),
+            "dist_qsum": pa.array(np.append(stats.dist_qsum[used], 0), pa.int64()),
+            "max_dist": pa.array(np.append(stats.max_dist[used], np.float32(0)), pa.float32()),
+        }
+    )
+
+
+def assign_all(ctx: RunContext, emb: DataFrame, index_bytes: bytes, cents: np.ndarray,
+               out_dir: str) -> tuple[PartialStats, int]:
+    """Assign every row in Spark tasks (files under `out_dir`); (per-cluster stats, null rows)."""
+    k = len(cents)
+    sc = ctx.spark.sparkContext
+    payload = sc.broadcast((index_bytes, cents))
+    key = hashlib.sha256(index_bytes).hexdigest()
+    body = partial(assign_partition, payload=payload, key=key, k=k,
+                   batch_size=ctx.cfg.cluster.assign_batch_size, out_dir=out_dir)
+    sc.setJobDescription(f"{STAGE}: assign to {k} centroids")
+    rows = (
+        emb.select("sample_id", "uid", "image_emb")
+        .mapInArrow(body, PARTIALS)
+        .groupBy("cluster_id")
+        .agg(
+            F.sum("size").alias("size"),
+            F.sum(F.col("dist_qsum").cast("decimal(38,0)")).alias("dist_qsum"),  # exact, no overflow
+            F.max("max_dist").alias("max_dist"),
+        )
+        .collect()
+    )
+    payload.destroy()
+    stats, missing = PartialStats.empty(k), 0
+    for r in rows:
+        if r["cluster_id"] == NO_EMBEDDING:
+            missing = int(r["size"])
+            continue
+        stats.size[r["cluster_id"]] = r["size"]
+        stats.dist_qsum[r["cluster_id"]] = int(r["dist_qsum"])
+        stats.max_dist[r["cluster_id"]] = r["max_dist"]
+    return stats, missing
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def _write_npy(path: str, array: np.ndarray) -> None:
+    buf = pyio.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    io.write_bytes_atomic(path, buf.getvalue())
+
+
+class Cluster(Stage):
+    """Embeddings -> centroids.npy + centroids/ + assignments/ + cluster_stats/ (see module doc)."""
+
+    name = STAGE
+    needs = ("embed",)
+
+    def code_version(self) -> str:
+        # the algorithm lives in pipeline/cluster/kmeans.py: editing it reruns the stage too
+        source = Path(inspect.getsourcefile(kmeans)).read_text()
+        return f"{super().code_version()}+{digest(source)[:12]}"
+
+    def config_json(self, cfg: RunConfig) -> str:
+        # the run seed draws the sample and seeds FAISS, so it is part of this stage's config
+        return json.dumps({"cluster": dataclasses.asdict(cfg.cluster), "seed": cfg.seed}, sort_keys=True)
+
+    def execute(self, ctx: RunContext, out_dir: str) -> dict[str, Any]:
+        cfg = ctx.cfg.cluster
+        k = cfg.n_clusters
+        emb = embeddings_df(ctx)
+        times: dict[str, float] = {}
+
+        t0 = time.time()
+        target = min(cfg.sample_size, k * cfg.max_points_per_centroid)
+        x, n_rows = draw_sample(ctx, emb, target, f"{out_dir}/_sample")
+        if len(x) < k:
+            raise ConfigError(
+                f"config key '{STAGE}.n_clusters': {k} clusters need at least {k} embeddings, but the "
+                f"embeddings table has {len(x)} rows with an image embedding; lower it"
+            )
+        n_train, dim = x.shape
+        times["sample"] = time.time() - t0
+
+        t0 = time.time()
+        result = train_kmeans(x, k, iterations=cfg.iterations, redo=cfg.redo, seed=ctx.cfg.seed,
+                              max_points_per_centroid=cfg.max_points_per_centroid, init=cfg.init)
+        del x
+        cents = result.centroids
+        _write_npy(f"{out_dir}/centroids.npy", cents)
+        io.write_parquet_atomic(f"{out_dir}/centroids/part-00000.parquet", centroids_table(cents))
+        times["train"] = time.time() - t0
+        times["init"] = result.init_seconds  # part of train
+        log.info("%s: trained %d centroids on %d x %d (%s) in %.1fs", STAGE, k, n_train, dim,
+                 result.device, times["train"])
+
+        t0 = time.time()
+        index_bytes = index_to_bytes(build_index(cents, cfg.index, cfg.ivf_nlist, cfg.nprobe))
+        stats, missing = assign_all(ctx, emb, index_bytes, cents, f"{out_dir}/assignments")
+        times["assign"] = time.time() - t0
+
+        assigned = int(stats.size.sum())
+        written = ctx.spark.read.parquet(f"{out_dir}/assignments").count() if assigned else 0
+        if written != assigned:
+            raise RuntimeError(f"{STAGE}: tasks reported {assigned} assignments, files hold {written}")
+        table = cluster_stats_table(stats, neighbour_distances(cents, cfg.neighbours))
+        io.write_parquet_atomic(f"{out_dir}/cluster_stats/part-00000.parquet", table)
+        dist_total = int(stats.dist_qsum.sum())
+        return {
+            "n": n_rows,
+            "assigned": assigned,
+            "no_embedding": missing,
+            "k": k,
+            "dim": dim,
+            "sample_size": n_train,
+            "objective": result.objective,  # sum of cos(x, centroid) over the training sample
+            "sample_mean_cos": result.objective / n_train,
+            "mean_dist": dist_total / (assigned * DIST_SCALE) if assigned else None,
+            "empty_clusters": int((stats.size == 0).sum()),
+            "largest_cluster": int(stats.size.max()),
+            "device": result.device,
+            "index": cfg.index,
+            "init": cfg.init,
+            "seconds": {name: round(s, 3) for name, s in times.items()},
+        }

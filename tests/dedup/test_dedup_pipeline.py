@@ -1,0 +1,107 @@
+"""exact_dedup -> phash_dedup -> decontaminate -> semdedup through the real pipeline on the demo pool
+(tiny open_clip model, real Spark, FAISS and files), checked against the pool's ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.core.config import SemDedupConfig, config_from_dict
+from pipeline.core.runner import RunResult, run_pipeline
+from tests.dedup.test_semdedup import reference
+
+SEMDEDUP = {"eps": 0.0005, "keep": "hard", "block_size": 16}  # the tiny model's cosines are all ~0.99
+
+
+@pytest.fixture(scope="module")
+def run(spark, demo_dir: Path, tiny_checkpoint: Path, tmp_path_factory) -> RunResult:
+    cfg = {
+        "input": str(demo_dir / "shards"),
+        "run_dir": str(tmp_path_factory.mktemp("dedup-run")),
+        "steps": ["exact_dedup", "phash_dedup", "decontaminate", "semdedup"],
+        "embed": {"enabled": True, "model": {"arch": "curate-tiny", "pretrained": str(tiny_checkpoint)},
+                  "batch_size": 64},
+        "cluster": {"enabled": True, "n_clusters": 6, "sample_size": 300, "iterations": 8},
+        "decontaminate": {"eval_sets": [str(demo_dir / "eval")], "cosine_threshold": 0.9999},
+        "semdedup": SEMDEDUP,
+        "export": {"samples_per_shard": 200},
+    }
+    return run_pipeline(config_from_dict(cfg))
+
+
+def table(run: RunResult, *parts: str) -> pd.DataFrame:
+    return pq.read_table(Path(run.export_dir).parent.joinpath(*parts)).to_pandas()
+
+
+@pytest.fixture(scope="module")
+def truth(demo_dir: Path) -> pd.DataFrame:
+    gt = pq.read_table(demo_dir / "ground_truth.parquet").to_pandas()
+    gt["sample_id"] = gt["shard"] + "/" + gt["key"]
+    gt["source"] = gt["source_shard"] + "/" + gt["source_key"]
+    return gt.set_index("sample_id")
+
+
+@pytest.fixture(scope="module")
+def decisions(run: RunResult) -> dict[str, pd.DataFrame]:
+    return {stage: table(run, stage, "decisions").set_index("sample_id")
+            for stage in ("exact_dedup", "phash_dedup", "decontaminate", "semdedup")}
+
+
+def test_ledger_balances(run: RunResult) -> None:
+    ledger = run.ledger
+    removed = {stage: sum(reasons.values()) for stage, reasons in ledger["removed"].items()}
+    assert ledger["input"] == ledger["kept"] + sum(removed.values()) + sum(ledger["quarantined"].values())
+    assert all(removed[s] > 0 for s in ("exact_dedup", "phash_dedup", "decontaminate", "semdedup")), removed
+
+
+def test_every_resized_or_reencoded_copy_is_removed_and_names_its_source(decisions, truth) -> None:
+    phash = decisions["phash_dedup"]
+    near = truth[truth["kind"] == "near_duplicate"]
+    assert len(near) == 20
+    for sample_id, row in near.iterrows():
+        assert sample_id in phash.index, sample_id
+        assert phash.loc[sample_id, "matched_sample_id"] == row["source"]
+        assert phash.loc[sample_id, "reason"] == "near_duplicate" and 0 <= phash.loc[sample_id, "score"] <= 4
+    assert set(truth.loc[phash.index, "kind"]) == {"near_duplicate"}  # no distinct image removed here
+
+
+def test_injected_eval_copies_are_removed_naming_the_eval_sample(decisions, truth, run, demo_dir) -> None:
+    removed = decisions["decontaminate"]
+    copies = truth[truth["kind"] == "eval_copy"]
+    assert len(copies) == 12 and set(removed.index) == set(copies.index)
+    samples = table(run, "ingest", "parts").set_index("sample_id")
+    evals = table(run, "decontaminate", "eval_samples").set_index("eval_id")
+    assert len(evals) == 60
+    for sample_id, row in copies.iterrows():
+        decision = removed.loc[sample_id]
+        assert decision["matched_sample_id"] == f"eval:{demo_dir / 'eval'}/{row['source'].removeprefix('eval/')}"
+        exact = samples.loc[sample_id, "uid"] == evals.loc[decision["matched_sample_id"], "uid"]
+        assert decision["reason"] == ("eval_exact" if exact else "eval_phash")
+        assert decision["matched_uid"] == evals.loc[decision["matched_sample_id"], "uid"]
+    matches = table(run, "decontaminate", "matches")
+    semantic = matches[matches["method"] == "semantic"].set_index("sample_id")
+    assert set(semantic.index) == set(copies.index) and (semantic["score"] >= 0.9999).all()
+    assert set(matches.loc[matches["method"] == "phash", "sample_id"]) == set(copies.index)
+
+
+def test_semdedup_equals_the_direct_rule_on_the_same_clusters(run, decisions) -> None:
+    assignments = table(run, "cluster", "assignments")
+    embeddings = table(run, "embed", "parts")
+    samples = table(run, "ingest", "parts")
+    gone = set().union(*(decisions[s].index for s in ("exact_dedup", "phash_dedup", "decontaminate")))
+    alive = samples[samples["quarantine_reason"].isna() & ~samples["sample_id"].isin(gone)]
+    rows = (assignments[assignments["sample_id"].isin(alive["sample_id"])]
+            .merge(embeddings[["sample_id", "image_emb", "text_emb"]], on="sample_id"))
+    assert len(rows) == len(alive) > 250
+    want = {}
+    for _, cluster in rows.groupby("cluster_id"):
+        want.update(reference(cluster.reset_index(drop=True), SemDedupConfig(**SEMDEDUP), seed=0))
+    got = decisions["semdedup"]
+    assert 0 < len(want) < len(rows) / 2
+    assert {k: v[0] for k, v in want.items()} == got["matched_sample_id"].to_dict()
+    assert (got["reason"] == "semantic_duplicate").all()
+    for sample_id, (_, score) in want.items():
+        assert got.loc[sample_id, "score"] == pytest.approx(score, abs=1e-9)

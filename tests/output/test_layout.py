@@ -1,0 +1,61 @@
+"""Output shard layout on real Spark RDDs: caps hold and the layout ignores how rows are partitioned."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipeline.core.config import ConfigError, config_from_dict
+from pipeline.export.layout import assign_shards, sample_bytes
+
+
+def rows(n: int) -> list[dict]:
+    """Samples of varied sizes (1-40 KB images, captions of 0-90 characters)."""
+    return [{"image_bytes": 1000 + (i * 7919) % 39000, "caption": "x" * (i % 91) or None, "url": f"u{i}"}
+            for i in range(n)]
+
+
+def layout(spark, data: list[dict], partitions: int, per_shard: int, max_bytes: int | None) -> list[int]:
+    indexed = spark.sparkContext.parallelize(data, partitions).zipWithIndex()
+    pairs, n_shards = assign_shards(indexed, per_shard, max_bytes)
+    by_index = dict((index, shard) for shard, (index, _) in pairs.collect())
+    shards = [by_index[i] for i in range(len(data))]
+    assert sorted(set(shards)) == list(range(n_shards))  # numbered densely
+    assert shards == sorted(shards)  # contiguous runs in output order
+    return shards
+
+
+def test_byte_windows_are_the_same_for_any_partitioning(spark) -> None:
+    data = rows(500)
+    assert layout(spark, data, 1, 40, 150_000) == layout(spark, data, 5, 40, 150_000)
+
+
+def test_count_only_layout_fills_shards_in_order(spark) -> None:
+    shards = layout(spark, rows(101), 4, 25, None)
+    assert [shards.count(s) for s in range(max(shards) + 1)] == [25, 25, 25, 25, 1]
+
+
+def test_byte_cap_cuts_windows_into_equal_pieces(spark) -> None:
+    data, per_shard, cap = rows(500), 40, 1_500_000  # ~68 samples per byte window
+    shards = layout(spark, data, 5, per_shard, cap)
+    sizes = [sample_bytes(r) for r in data]
+    largest = max(sizes)
+    n = max(shards) + 1
+    counts = [shards.count(s) for s in range(n)]
+    totals = [sum(b for b, s in zip(sizes, shards) if s == k) for k in range(n)]
+    assert n > math.ceil(len(data) / per_shard)  # the byte cap binds
+    assert max(counts) <= per_shard and max(totals) <= cap + largest
+    assert min(counts[:-1]) >= per_shard // 3  # no one-sample remainders between windows
+
+
+def test_export_config_errors_name_the_key() -> None:
+    base = {"input": "/tmp", "run_dir": "/tmp/run"}
+    cases = {
+        "export.order": {"export": {"order": "cluster"}},
+        "export.include_embeddings": {"export": {"include_embeddings": True}},
+        "export.max_shard_bytes": {"export": {"max_shard_bytes": 0}},
+    }
+    for key, extra in cases.items():
+        with pytest.raises(ConfigError, match=f"'{key}'"):
+            config_from_dict({**base, **extra})
