@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CURATE := $(VENV)/bin/curate
 
-.PHONY: install demo demo-dbp test test-slow
+.PHONY: install demo demo-dbp test test-slow minicomp minicomp-quick
 
 install: $(VENV)/.installed
 
@@ -26,3 +26,10 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# Mini-DataComp (bench/minicomp/RESULTS.md): curate a synthetic pool, train a small CLIP on each output.
+minicomp-quick: install
+	$(PY) -m bench.minicomp.run --quick --out build/minicomp-quick
+
+minicomp: install
+	$(PY) -m bench.minicomp.run --out build/minicomp

@@ -110,7 +110,8 @@ def generate(data_dir: Path, n: int, dim: int, seed: int = 0) -> None:
     for shard, start in enumerate(range(0, n, SHARD_ROWS)):
         rows = min(SHARD_ROWS, n - start)
         r = np.random.default_rng([seed, shard])
-        x = centres[r.integers(0, N_CONCEPTS, rows)] + r.standard_normal((rows, dim), dtype=np.float32) * (0.8 / np.sqrt(dim))
+        noise = r.standard_normal((rows, dim), dtype=np.float32) * (0.8 / np.sqrt(dim))
+        x = centres[r.integers(0, N_CONCEPTS, rows)] + noise
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         ids = range(start, start + rows)
         offsets = pa.array(np.arange(0, (rows + 1) * dim, dim, dtype=np.int32))
@@ -256,7 +257,8 @@ def main() -> None:
             print(
                 f"N={n:>9,} | stage {stage['wall']:6.1f}s (sample {secs['sample']:.1f}, train {secs['train']:.1f} "
                 f"incl. k-means++ {secs['init']:.1f}, assign {secs['assign']:.1f}) | plain {plain['wall']:6.1f}s "
-                f"(train {plain['train']:.1f}, assign {plain['assign']:.1f}; its sample read {plain['sample']:.1f}) "
+                f"(train {plain['train']:.1f}, assign {plain['assign']:.1f}; "
+                f"its sample read {plain['sample']:.1f}) "
                 f"| stage/plain wall {stage['wall'] / plain['wall']:.2f}, cpu {stage['cpu'] / plain['cpu']:.2f} "
                 f"({stage['cpu']:.0f}/{plain['cpu']:.0f} cpu-s) | peak RSS: stage driver {gib(stage['rss'])}, "
                 f"plain {gib(plain['rss'])}, Spark JVM {gib(stage['jvm_rss'])} | load avg {stage['load'][0]:.1f}-"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -79,6 +80,8 @@ def main() -> None:
     args = parser.parse_args()
 
     out = Path(args.out).resolve()
+    for run_dir in ("run", "run-semdedup"):  # fresh runs: every stage's wall time is measured here
+        shutil.rmtree(out / run_dir, ignore_errors=True)
     demo = make_demo_data(out / "demo", n_samples=args.samples, seed=args.seed)
     eval_dir = Path(demo["eval_dir"])
     checkpoint = make_tiny_checkpoint(out / "tiny.pt", seed=0)

@@ -57,12 +57,14 @@ def _rng(seed: int, salt: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed % 2**64, salt])
 
 
-def row_dots(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """dot(x[i], y[i]) for every row (float32), each row on its own: a row's result does not
-    depend on the other rows of the batch nor on where the row sits in memory."""
+def row_dots(x: np.ndarray, y: np.ndarray, y_rows: np.ndarray | None = None) -> np.ndarray:
+    """dot(x[i], y[i]) for every row (float32), or dot(x[i], y[y_rows[i]]) (gathered a block at a
+    time, never the whole [n, d]). Each row on its own: a row's result does not depend on the
+    other rows of the batch nor on where the row sits in memory."""
     out = np.empty(len(x), dtype=np.float32)
     for a in range(0, len(x), ROW_BLOCK):
-        out[a : a + ROW_BLOCK] = np.einsum("ij,ij->i", x[a : a + ROW_BLOCK], y[a : a + ROW_BLOCK])
+        ys = y[a : a + ROW_BLOCK] if y_rows is None else y[y_rows[a : a + ROW_BLOCK]]
+        out[a : a + ROW_BLOCK] = np.einsum("ij,ij->i", x[a : a + ROW_BLOCK], ys)
     return out
 
 
@@ -83,6 +85,18 @@ def normalize_rows(x: np.ndarray, inplace: bool = False) -> np.ndarray:
     return out
 
 
+def small_matmul(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """x @ c.T for a few rows `c`, in row blocks small enough that OpenBLAS runs each on one
+    thread (m*n*k <= 2**18): skinny products gain little from threads, whose spin-waits cost
+    a lot on a busy node, and the result cannot depend on the thread count."""
+    ct = np.ascontiguousarray(c.T)
+    out = np.empty((len(x), len(c)), dtype=np.float32)
+    rows = max(1, 2**18 // max(1, c.shape[0] * c.shape[1]))
+    for a in range(0, len(x), rows):
+        np.dot(x[a : a + rows], ct, out=out[a : a + rows])
+    return out
+
+
 def kmeans_plus_plus(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Greedy k-means++ seeding for unit vectors (Arthur & Vassilvitskii; the greedy form of
     scikit-learn): the first centre uniform; then, at each step, 2 + ln(k) candidates drawn with
@@ -96,7 +110,7 @@ def kmeans_plus_plus(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     trials = 2 + int(math.log(k))
     centres = np.empty((k, x.shape[1]), dtype=np.float32)
     centres[0] = x[rng.integers(n)]
-    gap = np.maximum(1.0 - (x @ centres[0]).astype(np.float64), 0.0)  # to the nearest centre
+    gap = np.maximum(1.0 - small_matmul(x, centres[:1])[:, 0].astype(np.float64), 0.0)  # to nearest centre
     for j in range(1, k):
         cum = np.cumsum(gap)
         if cum[-1] > 0:
@@ -104,7 +118,7 @@ def kmeans_plus_plus(x: np.ndarray, k: int, seed: int) -> np.ndarray:
         else:  # every point sits on a centre already
             picks = rng.integers(n, size=trials)
         picks = np.minimum(picks, n - 1)
-        gaps = np.minimum(gap[:, None], np.maximum(1.0 - (x @ x[picks].T).astype(np.float64), 0.0))
+        gaps = np.minimum(gap[:, None], np.maximum(1.0 - small_matmul(x, x[picks]).astype(np.float64), 0.0))
         best = int(np.argmin(gaps.sum(axis=0)))
         centres[j] = x[picks[best]]
         gap = gaps[:, best]
@@ -224,19 +238,22 @@ def assign(index: faiss.Index, centroids: np.ndarray, x: np.ndarray) -> tuple[np
         return np.zeros(0, np.int32), np.zeros(0, np.float32)
     scores, labels = index.search(x, min(2, k))
     ids = labels[:, 0].copy()
-    best = np.full(n, -np.inf, dtype=np.float32)
-    found = np.flatnonzero(ids >= 0)
-    best[found] = row_dots(x[found], centroids[ids[found]])
+    if ids.min() >= 0:  # always with a flat index
+        best = row_dots(x, centroids, ids)
+    else:
+        best = np.full(n, -np.inf, dtype=np.float32)
+        found = np.flatnonzero(ids >= 0)
+        best[found] = row_dots(x[found], centroids, ids[found])
     if labels.shape[1] > 1:
         close = np.flatnonzero((labels[:, 1] >= 0) & ~(scores[:, 0] - scores[:, 1] > NEAR_TIE))
         second = labels[close, 1]
-        s2 = row_dots(x[close], centroids[second])
+        s2 = row_dots(x[close], centroids, second)
         better = (s2 > best[close]) | ((s2 == best[close]) & (second < ids[close]))
         ids[close[better]], best[close[better]] = second[better], s2[better]
     lost = np.flatnonzero(ids < 0)
     if len(lost):
         ids[lost] = np.argmax(x[lost].astype(np.float64) @ centroids.astype(np.float64).T, axis=1)
-        best[lost] = row_dots(x[lost], centroids[ids[lost]])
+        best[lost] = row_dots(x[lost], centroids, ids[lost])
     dist = np.maximum(np.float32(1.0) - best, np.float32(0.0))
     return ids.astype(np.int32), dist
 

@@ -136,8 +136,9 @@ class DecontaminateConfig:
         _check(-1.0 <= self.cosine_threshold <= 1.0, f"{prefix}.cosine_threshold", "must be in [-1, 1]")
         _check(self.max_bucket >= 2, f"{prefix}.max_bucket", "must be >= 2")
         _check(self.batch_size >= 1, f"{prefix}.batch_size", "must be >= 1")
-        for i, path in enumerate(self.eval_sets):
-            _check("://" in path or Path(path).exists(), f"{prefix}.eval_sets[{i}]", f"'{path}' does not exist")
+        for i, path in enumerate(self.eval_sets):  # globs and brace patterns are checked when read
+            _check("://" in path or any(c in path for c in "*?[{") or Path(path).exists(), f"{prefix}.eval_sets[{i}]",
+                   f"'{path}' does not exist")
 
 
 @dataclass(frozen=True)

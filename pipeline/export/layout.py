@@ -55,7 +55,7 @@ def _windows(indexed: RDD, max_shard_bytes: int | None) -> RDD:
 
 def assign_shards(indexed: RDD, samples_per_shard: int, max_shard_bytes: int | None) -> tuple[RDD, int]:
     """(RDD of (shard, (index, row)), number of shards) for an RDD of (row, index) pairs numbered
-    in output order. `indexed` is read two or three times: persist it."""
+    in output order. `indexed` is read two or three times: persist it (or the RDD it indexes)."""
     windows = _windows(indexed, max_shard_bytes)
     extents = (
         windows.map(lambda wir: (wir[0], (wir[1], 1)))

@@ -209,7 +209,7 @@ def task_row(row: Row) -> dict[str, Any]:
 
 
 class Export(Stage):
-    """Kept samples -> `export/{00000..}.tar` + `.parquet` + `_stats.json`, `sizes.json`."""
+    """Kept samples -> `export/{00000..}.tar` + `.parquet` + `_stats.json`, `sizes.json`, `manifest.json`."""
 
     name = "export"
 

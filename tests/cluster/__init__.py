@@ -6,7 +6,8 @@ import numpy as np
 from scipy.special import comb
 
 
-def blobs(n: int = 3000, k: int = 12, d: int = 32, seed: int = 0, noise: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+def blobs(n: int = 3000, k: int = 12, d: int = 32, seed: int = 0,
+          noise: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
     """`n` unit vectors (float32) around `k` random unit centres, and each one's blob label."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((k, d))

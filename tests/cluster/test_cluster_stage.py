@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ N_NULL = 20  # rows without an image embedding
 N_DUP = 30  # exact duplicates: same uid and embedding as another row
 
 
+@lru_cache(maxsize=1)
 def embedding_rows() -> tuple[pa.Table, np.ndarray]:
     """3000 blob rows (+ duplicates and null embeddings) as an EMBEDDINGS table; blob labels by row."""
     x, labels = blobs(n=3000 - N_DUP, k=K, d=32, seed=0)
@@ -93,6 +95,10 @@ def run(spark, tmp: Path, name: str, sizes: list[int], permute: int | None = Non
 def read(ctx: RunContext, folder: str, schema: pa.Schema, key: str) -> pa.Table:
     table = io.read_parquet_dir(f"{ctx.stage_dir('cluster')}/{folder}", schema)
     return table.sort_by(key)
+
+
+def assignments(ctx: RunContext) -> pa.Table:
+    return read(ctx, "assignments", ASSIGNMENTS, "sample_id")
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +178,7 @@ def test_same_seed_same_outputs_whatever_the_partitioning(runs, other) -> None:
     a, b = runs["a"], runs[other]
     assert Path(a.stage_dir("cluster"), "centroids.npy").read_bytes() == \
         Path(b.stage_dir("cluster"), "centroids.npy").read_bytes()
-    assert read(a, "assignments", ASSIGNMENTS, "sample_id").equals(read(b, "assignments", ASSIGNMENTS, "sample_id"))
+    assert assignments(a).equals(assignments(b))
     assert read(a, "cluster_stats", CLUSTER_STATS, "cluster_id").equals(
         read(b, "cluster_stats", CLUSTER_STATS, "cluster_id"))
     if other == "b":  # the layout really differed
@@ -187,9 +193,9 @@ def test_ivf_probing_every_cell_and_another_seed(spark, runs, tmp_path) -> None:
     ivf = run(spark, tmp_path, "ivf", [n], seed=7, sample_size=5000, index="ivf", ivf_nlist=3, nprobe=3)
     assert centroids(flat).tobytes() != centroids(runs["a"]).tobytes()
     assert flat.manifest("cluster")["counts"]["sample_size"] == 3000  # capped at the rows there are
-    assert read(flat, "assignments", ASSIGNMENTS, "sample_id").equals(read(ivf, "assignments", ASSIGNMENTS, "sample_id"))
-    assert adjusted_rand_index(read(flat, "assignments", ASSIGNMENTS, "sample_id").column("cluster_id").to_numpy(),
-                               read(runs["a"], "assignments", ASSIGNMENTS, "sample_id").column("cluster_id").to_numpy()) >= 0.99
+    assert assignments(flat).equals(assignments(ivf))
+    ids = [assignments(ctx).column("cluster_id").to_numpy() for ctx in (flat, runs["a"])]
+    assert adjusted_rand_index(*ids) >= 0.99
 
 
 def test_fewer_embeddings_than_clusters_names_the_key(spark, tmp_path) -> None:
