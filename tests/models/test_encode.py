@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -39,15 +38,6 @@ def _image(i: int) -> bytes:
 # 11 pairs: not a multiple of the batch size used below.
 IMAGES = [_image(i) for i in range(11)]
 CAPTIONS = [f"photo number {i} of a {'cat' if i % 2 else 'dog'}" for i in range(10)] + [""]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny forwards are fastest single-threaded; extra OpenMP threads thrash on a busy 2-core box."""
-    before = torch.get_num_threads()
-    set_torch_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import io
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -40,15 +39,6 @@ def _png(seed: int, size: tuple[int, int] = (40, 56)) -> bytes:
 
 
 IMAGES = [_png(i) for i in range(len(CAPTIONS))]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny forwards are fastest single-threaded; extra OpenMP threads thrash on a busy 2-core box."""
-    before = torch.get_num_threads()
-    set_torch_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
