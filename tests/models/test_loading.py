@@ -24,7 +24,6 @@ from pipeline.models import (
     load_clip,
     make_tiny_checkpoint,
     make_tiny_hf_cache,
-    set_torch_threads,
 )
 from pipeline.models.tiny import TINY_HF_REVISION
 
