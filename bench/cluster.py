@@ -147,7 +147,7 @@ def run_stage(args: argparse.Namespace) -> dict:
         "input": args.data, "run_dir": str(run_dir), "seed": 0,
         "spark": {"master": args.master, "log_level": "ERROR"},
         "cluster": {"enabled": True, "n_clusters": args.k, "sample_size": args.sample_size,
-                    "iterations": args.iterations},
+                    "iterations": args.iterations, "assign_from": args.assign_from},
     })
     ctx = RunContext(cfg=cfg, spark=get_spark(cfg.spark))
     load, cpu, started = load_average(), tree_cpu_seconds(os.getpid()), time.time()
@@ -207,10 +207,10 @@ def run_plain(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------- driver
 
 
-def child(kind: str, args: argparse.Namespace, data: Path, run_dir: Path) -> dict:
+def child(kind: str, args: argparse.Namespace, data: Path, run_dir: Path, assign_from: str = "dataframe") -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--data", str(data), "--run-dir", str(run_dir),
            "--k", str(args.k), "--sample-size", str(args.sample_size), "--iterations", str(args.iterations),
-           "--master", args.master]
+           "--master", args.master, "--assign-from", assign_from]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -228,6 +228,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--master", default="local[*]")
     parser.add_argument("--repeat", type=int, default=1, help="stage/plain pairs per N (alternating)")
+    parser.add_argument("--assign-from", default="dataframe",
+                        help="cluster.assign_from values to run, comma-separated (dataframe, files)")
     parser.add_argument("--workdir", default=f"{tempfile.gettempdir()}/bench_cluster")
     parser.add_argument("--child", choices=["stage", "plain"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -249,22 +251,23 @@ def main() -> None:
         generate(data, n, args.dim)
         gen_s = time.time() - started
         for _ in range(args.repeat):
-            stage = child("stage", args, data, work / f"run_{n}")
+            stages = {v: child("stage", args, data, work / f"run_{n}", v) for v in args.assign_from.split(",")}
             plain = child("plain", args, data, work / f"run_{n}")
-            c = stage["counts"]
-            assert c["assigned"] == plain["assigned"] == n
-            secs = c["seconds"]
-            print(
-                f"N={n:>9,} | stage {stage['wall']:6.1f}s (sample {secs['sample']:.1f}, train {secs['train']:.1f} "
-                f"incl. k-means++ {secs['init']:.1f}, assign {secs['assign']:.1f}) | plain {plain['wall']:6.1f}s "
-                f"(train {plain['train']:.1f}, assign {plain['assign']:.1f}; "
-                f"its sample read {plain['sample']:.1f}) "
-                f"| stage/plain wall {stage['wall'] / plain['wall']:.2f}, cpu {stage['cpu'] / plain['cpu']:.2f} "
-                f"({stage['cpu']:.0f}/{plain['cpu']:.0f} cpu-s) | peak RSS: stage driver {gib(stage['rss'])}, "
-                f"plain {gib(plain['rss'])}, Spark JVM {gib(stage['jvm_rss'])} | load avg {stage['load'][0]:.1f}-"
-                f"{stage['load'][1]:.1f} / {plain['load'][0]:.1f}-{plain['load'][1]:.1f} | data gen {gen_s:.0f}s",
-                flush=True,
-            )
+            for variant, stage in stages.items():
+                c = stage["counts"]
+                assert c["assigned"] == plain["assigned"] == n
+                secs = c["seconds"]
+                print(
+                    f"N={n:>9,} | stage[{variant}] {stage['wall']:6.1f}s (sample {secs['sample']:.1f}, train "
+                    f"{secs['train']:.1f} incl. k-means++ {secs['init']:.1f}, assign {secs['assign']:.1f}) | plain "
+                    f"{plain['wall']:6.1f}s (train {plain['train']:.1f}, assign {plain['assign']:.1f}; "
+                    f"its sample read {plain['sample']:.1f}) | stage/plain wall {stage['wall'] / plain['wall']:.2f}, "
+                    f"cpu {stage['cpu'] / plain['cpu']:.2f} ({stage['cpu']:.0f}/{plain['cpu']:.0f} cpu-s) | peak RSS: "
+                    f"stage driver {gib(stage['rss'])}, plain {gib(plain['rss'])}, Spark JVM {gib(stage['jvm_rss'])} "
+                    f"| load avg {stage['load'][0]:.1f}-{stage['load'][1]:.1f} / "
+                    f"{plain['load'][0]:.1f}-{plain['load'][1]:.1f} | data gen {gen_s:.0f}s",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@
 2. Train (driver). k-means++ seeding + faiss.Kmeans(spherical=True), on faiss-gpu when a GPU is
    visible. Writes `centroids.npy` (float32 [K, d], unit norm) and `centroids/` (CENTROIDS).
 3. Assign (Spark tasks). The serialized FAISS index (flat, or ivf) and the centroids are broadcast
-   and loaded once per Python worker; mapInArrow tasks assign `assign_batch_size` rows per FAISS
-   call with `spark.task.cpus` threads, each writes `assignments/part-NNNNN.parquet` (ASSIGNMENTS)
-   itself and returns exact per-cluster partial sums, merged on the driver.
+   and loaded once per Python worker; mapInArrow tasks over the embeddings DataFrame (or, with
+   `assign_from: files`, one task per Parquet file of it, read with pyarrow) assign
+   `assign_batch_size` rows per FAISS call with `spark.task.cpus` threads, each writes
+   `assignments/part-NNNNN.parquet` (ASSIGNMENTS) itself and returns exact per-cluster partial
+   sums, merged on the driver.
 4. Stats (driver). `cluster_stats/` (CLUSTER_STATS) from those sums and the centroids.
 
 The driver holds the sample (sample_size x d float32, twice at peak) and never the full table.
@@ -44,6 +46,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyspark import Broadcast, TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -112,7 +115,9 @@ def write_part(batches: Iterator[pa.RecordBatch], *, out_dir: str) -> Iterator[p
     kept = [b for b in batches if b.num_rows]
     rows = sum(b.num_rows for b in kept)
     if rows:
-        io.write_parquet_atomic(f"{out_dir}/part-{task.partitionId():05d}.parquet", pa.Table.from_batches(kept))
+        buf = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_batches(kept), buf, compression="none")  # floats barely compress
+        io.write_bytes_atomic(f"{out_dir}/part-{task.partitionId():05d}.parquet", buf.getvalue().to_pybytes())
     yield pa.RecordBatch.from_pydict({"rows": pa.array([rows], pa.int64())})
 
 
@@ -189,13 +194,11 @@ def assign_rows(table: pa.Table, index: faiss.Index, cents: np.ndarray) -> pa.Ta
     )
 
 
-def assign_partition(batches: Iterator[pa.RecordBatch], *, payload: Broadcast, key: str, k: int,
-                     batch_size: int, out_dir: str) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: assign this partition, write `part-<partition>.parquet`, return PARTIALS."""
-    task = TaskContext.get()
-    faiss.omp_set_num_threads(max(1, task.cpus()))
-    index, cents = _worker_index(key, payload)
-    stats = PartialStats.empty(k)
+def assign_batches(batches: Iterable[pa.RecordBatch], index: faiss.Index, cents: np.ndarray,
+                   batch_size: int) -> tuple[pa.Table | None, PartialStats, int]:
+    """Assign a stream of (sample_id, uid, image_emb) batches, `batch_size` rows per FAISS call:
+    (ASSIGNMENTS rows or None, per-cluster stats, rows without an embedding)."""
+    stats = PartialStats.empty(len(cents))
     missing = 0
     parts = []
     for table in rebatch(batches, batch_size):
@@ -207,8 +210,23 @@ def assign_partition(batches: Iterator[pa.RecordBatch], *, payload: Broadcast, k
             part = assign_rows(table, index, cents)
             stats.add(part.column("cluster_id").to_numpy(), part.column("dist_to_centroid").to_numpy())
             parts.append(part)
-    if parts:
-        io.write_parquet_atomic(f"{out_dir}/part-{task.partitionId():05d}.parquet", pa.concat_tables(parts))
+    return (pa.concat_tables(parts) if parts else None), stats, missing
+
+
+def _task_index(payload: Broadcast, key: str) -> tuple[faiss.Index, np.ndarray]:
+    task = TaskContext.get()
+    faiss.omp_set_num_threads(max(1, task.cpus()) if task else 1)
+    return _worker_index(key, payload)
+
+
+def assign_partition(batches: Iterator[pa.RecordBatch], *, payload: Broadcast, key: str,
+                     batch_size: int, out_dir: str) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body (assign_from: dataframe): assign this partition, write
+    `part-<partition>.parquet`, yield PARTIALS rows (clusters it touched, then NO_EMBEDDING)."""
+    index, cents = _task_index(payload, key)
+    table, stats, missing = assign_batches(batches, index, cents, batch_size)
+    if table is not None:
+        io.write_parquet_atomic(f"{out_dir}/part-{TaskContext.get().partitionId():05d}.parquet", table)
     used = np.flatnonzero(stats.size)
     yield pa.RecordBatch.from_pydict(
         {
@@ -220,19 +238,46 @@ def assign_partition(batches: Iterator[pa.RecordBatch], *, payload: Broadcast, k
     )
 
 
+def assign_file(item: tuple[int, str], *, payload: Broadcast, key: str, batch_size: int,
+                out_dir: str) -> tuple[PartialStats, int]:
+    """Task body (assign_from: files): assign the rows of one Parquet file of the embeddings table,
+    read with pyarrow; write `part-<file number>.parquet`; return (stats, rows without embedding)."""
+    number, path = item
+    index, cents = _task_index(payload, key)
+    fs, p = io.filesystem(path)
+    source = pq.ParquetFile(p, filesystem=fs)
+    batches = source.iter_batches(batch_size=batch_size, columns=["sample_id", "uid", "image_emb"])
+    table, stats, missing = assign_batches(batches, index, cents, batch_size)
+    if table is not None:
+        io.write_parquet_atomic(f"{out_dir}/part-{number:05d}.parquet", table)
+    return stats, missing
+
+
+def _merge(a: tuple[PartialStats, int], b: tuple[PartialStats, int]) -> tuple[PartialStats, int]:
+    a[0].merge(b[0])
+    return a[0], a[1] + b[1]
+
+
 def assign_all(ctx: RunContext, emb: DataFrame, index_bytes: bytes, cents: np.ndarray,
                out_dir: str) -> tuple[PartialStats, int]:
     """Assign every row in Spark tasks (files under `out_dir`); (per-cluster stats, null rows)."""
+    cfg = ctx.cfg.cluster
     k = len(cents)
     sc = ctx.spark.sparkContext
     payload = sc.broadcast((index_bytes, cents))
     key = hashlib.sha256(index_bytes).hexdigest()
-    body = partial(assign_partition, payload=payload, key=key, k=k,
-                   batch_size=ctx.cfg.cluster.assign_batch_size, out_dir=out_dir)
-    sc.setJobDescription(f"{STAGE}: assign to {k} centroids")
+    kwargs = {"payload": payload, "key": key, "batch_size": cfg.assign_batch_size, "out_dir": out_dir}
+    sc.setJobDescription(f"{STAGE}: assign to {k} centroids ({cfg.assign_from})")
+    if cfg.assign_from == "files":
+        files = sorted(emb.inputFiles())
+        stats, missing = (
+            sc.parallelize(list(enumerate(files)), len(files)).map(partial(assign_file, **kwargs)).treeReduce(_merge)
+        )
+        payload.destroy()
+        return stats, missing
     rows = (
         emb.select("sample_id", "uid", "image_emb")
-        .mapInArrow(body, PARTIALS)
+        .mapInArrow(partial(assign_partition, **kwargs), PARTIALS)
         .groupBy("cluster_id")
         .agg(
             F.sum("size").alias("size"),
@@ -333,5 +378,6 @@ class Cluster(Stage):
             "device": result.device,
             "index": cfg.index,
             "init": cfg.init,
+            "assign_from": cfg.assign_from,
             "seconds": {name: round(s, 3) for name, s in times.items()},
         }

@@ -110,6 +110,8 @@ def runs(spark, tmp_path_factory) -> dict[str, RunContext]:
         "a_again": run(spark, tmp, "a_again", [750, 750, 750, n - 2250]),
         # other files, other row order, tiny partitions (FAISS scores them by another code path)
         "b": run(spark, tmp, "b", [5, 1200, 13, 700, 82, n - 2000], permute=1),
+        # one task per file, read with pyarrow instead of Spark's reader
+        "files": run(spark, tmp, "files", [5, 1200, 13, 700, 82, n - 2000], permute=2, assign_from="files"),
     }
 
 
@@ -173,7 +175,7 @@ def test_cluster_stats_equal_numpy(runs) -> None:
         assert s["complexity"] == pytest.approx(mine.mean() * d_inter[j], abs=1e-9)
 
 
-@pytest.mark.parametrize("other", ["a_again", "b"])
+@pytest.mark.parametrize("other", ["a_again", "b", "files"])
 def test_same_seed_same_outputs_whatever_the_partitioning(runs, other) -> None:
     a, b = runs["a"], runs[other]
     assert Path(a.stage_dir("cluster"), "centroids.npy").read_bytes() == \
@@ -181,7 +183,7 @@ def test_same_seed_same_outputs_whatever_the_partitioning(runs, other) -> None:
     assert assignments(a).equals(assignments(b))
     assert read(a, "cluster_stats", CLUSTER_STATS, "cluster_id").equals(
         read(b, "cluster_stats", CLUSTER_STATS, "cluster_id"))
-    if other == "b":  # the layout really differed
+    if other != "a_again":  # the layout really differed: one part per input file
         assert len(list(Path(b.stage_dir("cluster"), "assignments").glob("*.parquet"))) == 6
 
 
