@@ -1,4 +1,4 @@
-"""A hand-written SVG plot of zero-shot top-1 vs keep fraction, one series per method."""
+"""A hand-written SVG plot of a score vs keep fraction, one series per method."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from pathlib import Path
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 
 
-def write_svg(cells: list[dict], path: Path, chance: float) -> None:
-    """Plot mean top-1 (error bar = std over seeds) against the fraction of the pool kept."""
-    ok = [c for c in cells if "mean" in c]
+def write_svg(cells: list[dict], path: Path, chance: float, metric: str = "average") -> None:
+    """Plot each cell's mean `metric` (error bar = std over seeds) against the fraction of the usable
+    pool it kept, one series per method."""
+    ok = [c for c in cells if metric in c]
     w, h, m = 560, 360, 50
-    top = max([c["mean"] + c["std"] for c in ok] + [chance]) * 1.1 or 1.0
+    top = max([c[metric]["mean"] + c[metric]["std"] for c in ok] + [chance]) * 1.1 or 1.0
 
     def xy(frac: float, acc: float) -> tuple[float, float]:
         return m + frac * (w - 2 * m), h - m - acc / top * (h - 2 * m)
@@ -20,8 +21,8 @@ def write_svg(cells: list[dict], path: Path, chance: float) -> None:
            f'font-size="11">', f'<rect width="{w}" height="{h}" fill="white"/>',
            f'<line x1="{m}" y1="{h - m}" x2="{w - m}" y2="{h - m}" stroke="black"/>',
            f'<line x1="{m}" y1="{m}" x2="{m}" y2="{h - m}" stroke="black"/>',
-           f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">fraction of the pool kept</text>',
-           f'<text x="14" y="{h / 2}" transform="rotate(-90 14 {h / 2})" text-anchor="middle">zero-shot top-1</text>']
+           f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">fraction of the usable pool kept</text>',
+           f'<text x="14" y="{h / 2}" transform="rotate(-90 14 {h / 2})" text-anchor="middle">{metric} score</text>']
     for i in range(6):
         x, _ = xy(i / 5, 0)
         _, y = xy(0, top * i / 5)
@@ -32,7 +33,7 @@ def write_svg(cells: list[dict], path: Path, chance: float) -> None:
     methods = sorted({c["method"] for c in ok})
     for i, method in enumerate(methods):
         colour = COLOURS[i % len(COLOURS)]
-        pts = sorted((c["keep_fraction"], c["mean"], c["std"]) for c in ok if c["method"] == method)
+        pts = sorted((c["keep_fraction"], c[metric]["mean"], c[metric]["std"]) for c in ok if c["method"] == method)
         coords = [xy(f, a) for f, a, _ in pts]
         if len(coords) > 1:
             path_d = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)

@@ -104,9 +104,13 @@ class PhashDedupConfig:
 class SemDedupConfig:
     """SemDeDup within concept clusters: in keep order, a sample whose cosine to any earlier sample
     of its cluster exceeds 1 - eps is removed. `on: image+text` compares the concatenated unit
-    image and text embeddings (cosine = mean of the two cosines)."""
+    image and text embeddings (cosine = mean of the two cosines). With `keep_fraction` or
+    `keep_count` instead, eps is the one that keeps that many: the samples with the highest cosine
+    to an earlier sample are removed (ties by sample_id), as the paper sweeps eps for a target size."""
 
     eps: float = 0.05
+    keep_fraction: float | None = None
+    keep_count: int | None = None
     keep: Literal["hard", "easy", "random"] = "hard"  # hard: farthest from the centroid first (kept)
     on: Literal["image", "text", "image+text"] = "image"
     block_size: int = 2048  # rows per similarity block: a task holds block_size² float64 at a time
@@ -114,6 +118,7 @@ class SemDedupConfig:
     def validate(self, prefix: str) -> None:
         _check(0.0 < self.eps < 1.0, f"{prefix}.eps", "must be in (0, 1)")
         _check(self.block_size >= 1, f"{prefix}.block_size", "must be >= 1")
+        _check_keep(prefix, self.keep_fraction, self.keep_count)
 
 
 @dataclass(frozen=True)
@@ -286,7 +291,8 @@ class RandomConfig:
 @dataclass(frozen=True)
 class DfnConfig:
     """DFN-style filtering: a filtering network's image-text cosine per pair (`model`; without one,
-    the embed stage's clip_score: DataComp's CLIP-score filter), kept by `threshold` or `top_fraction`."""
+    the embed stage's clip_score: DataComp's CLIP-score filter), kept by `threshold`, `top_fraction`
+    or `keep_count` (the keep_count best)."""
 
     model: ModelSpec | None = None
     batch_size: int = 256
@@ -294,7 +300,8 @@ class DfnConfig:
     threads: int = 0  # torch threads per task; 0 = the task's spark.task.cpus
     threshold: float | None = None  # keep score >= threshold
     top_fraction: float | None = None  # keep the ceil(f * N) best of the pool
-    budget: BudgetConfig | None = None  # with top_fraction
+    keep_count: int | None = None  # keep the keep_count best of the pool
+    budget: BudgetConfig | None = None  # with top_fraction or keep_count
     quantile: Literal["exact", "approximate"] = "exact"
     relative_error: float = 0.001  # approximate: the kept count is within +-relative_error * N of the target
 
@@ -302,9 +309,9 @@ class DfnConfig:
         _check(self.batch_size >= 1, f"{prefix}.batch_size", "must be >= 1")
         _check(self.decode_workers >= 1, f"{prefix}.decode_workers", "must be >= 1")
         _check(self.threads >= 0, f"{prefix}.threads", "must be >= 0")
-        _check_keep(prefix, self.top_fraction, None, "top_fraction")
-        _check(self.threshold is None or self.top_fraction is None, f"{prefix}.threshold",
-               "set only one of threshold and top_fraction")
+        _check_keep(prefix, self.top_fraction, self.keep_count, "top_fraction")
+        _check(self.threshold is None or (self.top_fraction is None and self.keep_count is None),
+               f"{prefix}.threshold", "set only one of threshold, top_fraction and keep_count")
         _check(self.budget is None or self.threshold is None, f"{prefix}.budget", "applies to top_fraction, not threshold")
         _check(0.0 < self.relative_error < 1.0, f"{prefix}.relative_error", "must be in (0, 1)")
         pretrained = self.model.pretrained if self.model else None
@@ -382,8 +389,9 @@ class RunConfig:
             keep = getattr(self, name)
             _check(name not in self.steps or keep.keep_fraction is not None or keep.keep_count is not None
                    or keep.budget is not None, f"{name}.keep_fraction", "set keep_fraction, keep_count or budget")
-        _check("dfn" not in self.steps or self.dfn.threshold is not None or self.dfn.top_fraction is not None,
-               "dfn.threshold", "set threshold or top_fraction")
+        _check("dfn" not in self.steps or self.dfn.threshold is not None or self.dfn.top_fraction is not None
+               or self.dfn.keep_count is not None or self.dfn.budget is not None,
+               "dfn.threshold", "set threshold, top_fraction or keep_count")
         _check("image_based" not in self.steps or self.image_based.target is not None, "image_based.target",
                "is required by the image_based step")
         decontaminate = "decontaminate" in self.steps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ class Stage:
     resumable: ClassVar[bool] = False
     removes_samples: ClassVar[bool] = False  # writes DECISIONS rows under decisions/
     needs: ClassVar[tuple[str, ...]] = ()  # provider stages ("embed", "cluster") that must run first
+    seeded: ClassVar[bool] = False  # its output depends on the run seed, so the seed is in its config
 
     def needed(self, cfg: RunConfig) -> tuple[str, ...]:
         """The providers this stage needs in a run with `cfg` (by default `needs`; a stage whose
@@ -75,8 +77,12 @@ class Stage:
         return {}
 
     def config_json(self, cfg: RunConfig) -> str:
-        """The part of the config this stage depends on (its hash is in the fingerprint)."""
-        return cfg.section_json(self.name) if hasattr(cfg, self.name) else "{}"
+        """The part of the config this stage depends on (its hash is in the fingerprint): its
+        section, and the run seed when the stage is `seeded`."""
+        section = cfg.section_json(self.name) if hasattr(cfg, self.name) else "{}"
+        if not self.seeded:
+            return section
+        return json.dumps({self.name: json.loads(section), "seed": cfg.seed}, sort_keys=True)
 
     def input_fingerprint(self, ctx: RunContext) -> str:
         """Identity of the stage's inputs: by default the fingerprints of every stage before it, so a

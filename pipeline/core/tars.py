@@ -7,12 +7,15 @@ stages can read the image bytes straight from the tar without re-scanning it.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO, Callable
+
+from pipeline.core import io
 
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
@@ -113,3 +116,51 @@ def read_member(fileobj: BinaryIO, offset: int, size: int) -> bytes:
     if len(data) != size:
         raise EOFError(f"short read at offset {offset}: {len(data)} of {size} bytes")
     return data
+
+
+class SourceChanged(io.InputError):
+    """A source tar is gone, or no longer holds the bytes ingest saw."""
+
+
+def read_source_images(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """The image bytes of ingested samples (rows with shard, image_offset, image_bytes, uid and
+    sample_id), read back from their source tars in order and checked against the sha256 ingest
+    recorded (the uid); SourceChanged if a tar is gone, shorter, or holds other bytes."""
+    handles: dict[str, BinaryIO] = {}
+    try:
+        for row in rows:
+            path = row["shard"]
+            if path not in handles:
+                fs, p = io.filesystem(path)
+                try:
+                    handles[path] = fs.open(p, "rb")
+                except FileNotFoundError:
+                    raise SourceChanged(f"source shard {path} is gone since ingest") from None
+            try:
+                data = read_member(handles[path], row["image_offset"], row["image_bytes"])
+            except EOFError:
+                raise SourceChanged(f"source shard {path} is shorter than at ingest") from None
+            if hashlib.sha256(data).hexdigest() != row["uid"]:
+                raise SourceChanged(f"source shard {path}: bytes of {row['sample_id']} changed since ingest")
+            yield data
+    finally:
+        for handle in handles.values():
+            handle.close()
+
+
+def report_source_changed(shard: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A per-shard task body's result, with a SourceChanged returned as `{"shard", "source_changed"}`
+    rather than raised: a retry cannot heal it, and the driver names every such shard in one error
+    (`raise_if_source_changed`)."""
+    try:
+        return work()
+    except SourceChanged as err:
+        return {"shard": shard, "source_changed": str(err)}
+
+
+def raise_if_source_changed(what: str, stats: list[dict[str, Any]]) -> None:
+    """Raise one SourceChanged naming the sources if any task's stats carry `source_changed`."""
+    problems = sorted({s["source_changed"] for s in stats if "source_changed" in s})
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise SourceChanged(f"{what}: {'; '.join(problems[:3])}{more}; rerun to ingest the inputs as they are now")

@@ -86,8 +86,10 @@ def max_similarity_to_earlier(x: np.ndarray, block_size: int) -> tuple[np.ndarra
     return best, arg
 
 
-def semdedup_cluster(pdf: pd.DataFrame, cfg: SemDedupConfig, seed: int = 0) -> pd.DataFrame:
-    """DECISIONS rows (reason semantic_duplicate) for the samples SemDeDup removes from one cluster.
+def semdedup_cluster(pdf: pd.DataFrame, cfg: SemDedupConfig, seed: int = 0, every: bool = False) -> pd.DataFrame:
+    """DECISIONS rows (reason semantic_duplicate) for the samples SemDeDup removes from one cluster
+    (cosine to an earlier sample > 1 - eps), or with `every` for every sample after the first in
+    keep order (the candidates a keep target ranks by score).
 
     `pdf` columns: sample_id, uid, dist_to_centroid and the embedding column(s) `cfg.on` uses
     (image_emb, text_emb), without nulls. Pure: the same rows in any order give the same result.
@@ -96,7 +98,7 @@ def semdedup_cluster(pdf: pd.DataFrame, cfg: SemDedupConfig, seed: int = 0) -> p
         return pd.DataFrame({name: pd.Series(dtype=object) for name in DECISIONS.names})
     ordered = pdf.iloc[keep_order(pdf, cfg.keep, seed)].reset_index(drop=True)
     best, arg = max_similarity_to_earlier(cluster_vectors(ordered, cfg.on), cfg.block_size)
-    removed = np.flatnonzero(best > 1.0 - cfg.eps)
+    removed = np.arange(1, len(ordered)) if every else np.flatnonzero(best > 1.0 - cfg.eps)
     matched = ordered.iloc[arg[removed]]
     return pd.DataFrame(
         {

@@ -32,9 +32,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.demo.render import SHORT_CAPTIONS, Concept, caption, concept_catalog, encode, pick_format, render
+from pipeline.demo.render import (
+    SHORT_CAPTIONS,
+    Concept,
+    caption,
+    concept_catalog,
+    encode,
+    pick_format,
+    render,
+    render_background,
+)
 
-# Fraction of the pool given each defect; everything else is "clean".
+# Fraction of the demo pool given each defect; everything else is "clean".
 RATES = {
     "exact_duplicate": 0.05,
     "near_duplicate": 0.05,
@@ -47,7 +56,9 @@ RATES = {
     "eval_copy": 0.03,
     "failed_to_download": 0.02,
 }
-KINDS = ("clean", *RATES)
+# Defects make_demo_data can also inject when asked (`rates=`): a textured background with no object,
+# captioned as if it showed one (placeholders, blank banners).
+OPTIONAL_KINDS = ("low_information",)
 ZIPF_EXPONENT = 0.8  # concept frequency ~ rank ** -ZIPF_EXPONENT
 OOM_SHARD_COUNT = 5
 EVAL_SHARD = "eval/00000"
@@ -97,6 +108,7 @@ README = """Synthetic demo dataset in img2dataset (1.47) webdataset output forma
 shards/              the pool to curate: NNNNN.tar, NNNNN.parquet, NNNNN_stats.json per shard
 eval/                a separate clean evaluation set, same format (one shard)
 ground_truth.parquet one row per pool row: shard, key, kind, source_shard, source_key, concept, caption
+eval_ground_truth.parquet  the same for the eval set
 
 Images are rendered shapes (a concept = shape, colour, background texture and colour) with
 Zipf-distributed concept frequencies. Injected defect kinds (ground_truth.kind):
@@ -132,9 +144,14 @@ def shard_name(shard_id: int) -> str:
     return f"{shard_id:0{OOM_SHARD_COUNT}d}"
 
 
-def kind_counts(n_samples: int) -> dict[str, int]:
-    """How many pool rows get each kind: round(rate * n), at least one of each defect."""
-    counts = {kind: max(1, round(rate * n_samples)) for kind, rate in RATES.items()}
+def kind_counts(n_samples: int, rates: dict[str, float] | None = None) -> dict[str, int]:
+    """How many pool rows get each kind (`rates`, default RATES): round(rate * n), at least one of
+    each defect with a positive rate."""
+    rates = RATES if rates is None else rates
+    unknown = set(rates) - set(RATES) - set(OPTIONAL_KINDS)
+    if unknown:
+        raise ValueError(f"unknown defect kinds {sorted(unknown)}; known: {[*RATES, *OPTIONAL_KINDS]}")
+    counts = {kind: max(1, round(rate * n_samples)) for kind, rate in rates.items() if rate > 0}
     n_clean = n_samples - sum(counts.values())
     if n_clean < 1:
         raise ValueError(f"n_samples={n_samples} is too small to hold every defect kind and a clean sample")
@@ -178,18 +195,20 @@ class _Builder:
         host = HOSTS[int(self.rng.integers(len(HOSTS)))]
         return f"https://{host}/images/{int(self.rng.integers(2**40)):010x}.{ext}"
 
-    def image_sample(self, kind: str, width: int, height: int, fmt: str | None = None) -> Sample:
-        """A rendered, well-captioned image of a random concept at the given size."""
-        concept = self.concept()
+    def image_sample(self, kind: str, width: int, height: int, fmt: str | None = None,
+                     concept: Concept | None = None, draw: Callable = render) -> Sample:
+        """An image of `concept` (default: a random one) drawn by `draw` at the given size, captioned
+        with that concept."""
+        concept = concept or self.concept()
         fmt = fmt or pick_format(self.rng)
-        img = render(concept, width, height, self.rng)
+        img = draw(concept, width, height, self.rng)
         data = encode(img, fmt, int(self.rng.integers(75, 96)))
         return Sample(kind, caption(concept, self.rng), self.url(fmt), concept, data, fmt, width, height)
 
-    def clean(self, kind: str = "clean", fmt: str | None = None) -> Sample:
-        """A normal 64-128 px sample."""
+    def clean(self, kind: str = "clean", fmt: str | None = None, concept: Concept | None = None) -> Sample:
+        """A normal 64-128 px sample (of `concept`, default a random one)."""
         width, height = (int(v) for v in self.rng.integers(64, 129, size=2))
-        return self.image_sample(kind, width, height, fmt)
+        return self.image_sample(kind, width, height, fmt, concept)
 
     def pool_source(self) -> tuple[Sample, tuple[str, str]]:
         """A clean pool sample made earlier, with its (shard, key) address."""
@@ -236,6 +255,11 @@ class _Builder:
         sample = self.clean("short_caption")
         sample.caption = str(self.rng.choice([*SHORT_CAPTIONS, sample.concept.shape]))
         return sample
+
+    def low_information(self) -> Sample:
+        """A concept's background without its object, captioned as if the object were there."""
+        width, height = (int(v) for v in self.rng.integers(64, 129, size=2))
+        return self.image_sample("low_information", width, height, draw=render_background)
 
     def tiny(self) -> Sample:
         """An image under 16 px on both sides."""
@@ -285,13 +309,14 @@ class _Builder:
             "short_caption": self.short_caption,
             "eval_copy": self.eval_copy,
             "failed_to_download": self.failed_to_download,
+            "low_information": self.low_information,
         }
         return makers[kind]()
 
 
 def _plan(counts: dict[str, int], rng: np.random.Generator) -> list[str]:
     """The kinds in pool order, shuffled, with a clean sample first so every copy has an earlier source."""
-    kinds = [kind for kind in KINDS for _ in range(counts[kind])]
+    kinds = [kind for kind, count in counts.items() for _ in range(count)]
     kinds = [kinds[i] for i in rng.permutation(len(kinds))]
     first_clean = kinds.index("clean")
     kinds[0], kinds[first_clean] = kinds[first_clean], kinds[0]
@@ -365,7 +390,7 @@ def write_shard(
 
 
 def _ground_truth(pool: list[Sample], samples_per_shard: int) -> pa.Table:
-    """One GROUND_TRUTH_SCHEMA row per pool row, in shard and key order."""
+    """One GROUND_TRUTH_SCHEMA row per row of `pool` (the pool or the eval set), in shard and key order."""
     rows = []
     for i, s in enumerate(pool):
         shard_id, index = divmod(i, samples_per_shard)
@@ -385,16 +410,26 @@ def _ground_truth(pool: list[Sample], samples_per_shard: int) -> pa.Table:
 
 
 def make_demo_data(
-    out_dir: str | Path, *, n_samples: int = 600, samples_per_shard: int = 100, n_eval: int = 60, seed: int = 0
+    out_dir: str | Path, *, n_samples: int = 600, samples_per_shard: int = 100, n_eval: int = 60, seed: int = 0,
+    catalog: list[Concept] | None = None, rates: dict[str, float] | None = None,
+    zipf_exponent: float = ZIPF_EXPONENT, eval_per_concept: int | None = None,
 ) -> dict:
     """Write demo shards + eval set + ground truth under out_dir; return a summary dict (counts per defect kind, paths).
 
     Layout: `shards/` (the pool, img2dataset webdataset format), `eval/00000.*` (a clean evaluation set),
-    `ground_truth.parquet` (one row per pool row, see GROUND_TRUTH_SCHEMA) and `README.txt`. Files written
-    earlier are overwritten; the output is byte-identical for the same arguments.
+    `ground_truth.parquet` (one row per pool row, see GROUND_TRUTH_SCHEMA), `eval_ground_truth.parquet`
+    (the same for the eval set) and `README.txt`. Files written earlier are overwritten; the output is
+    byte-identical for the same arguments.
+
+    The concepts are `catalog` (default `concept_catalog()`, 48) with frequency ~ rank ** -zipf_exponent,
+    the defects `rates` (default RATES; OPTIONAL_KINDS may be added). `eval_per_concept`: the eval set is
+    that many renders of every concept, in catalog order (instead of `n_eval` Zipf-drawn samples).
     """
-    counts = kind_counts(n_samples)
-    if n_eval < counts["eval_copy"]:
+    counts = kind_counts(n_samples, rates)
+    catalog = catalog or concept_catalog()
+    if eval_per_concept is not None:
+        n_eval = eval_per_concept * len(catalog)
+    if n_eval < counts.get("eval_copy", 0):
         raise ValueError(f"n_eval={n_eval} must be at least the {counts['eval_copy']} eval copies")
     if samples_per_shard < 1:
         raise ValueError("samples_per_shard must be positive")
@@ -404,10 +439,12 @@ def make_demo_data(
     eval_dir.mkdir(parents=True, exist_ok=True)
 
     rng = np.random.default_rng(seed)
-    catalog = concept_catalog()
-    weights = (1.0 + rng.permutation(len(catalog))) ** -ZIPF_EXPONENT  # over a seeded ranking
+    weights = (1.0 + rng.permutation(len(catalog))) ** -zipf_exponent  # over a seeded ranking
     builder = _Builder(rng, catalog, weights / weights.sum(), samples_per_shard)
-    builder.eval_samples = [builder.clean() for _ in range(n_eval)]
+    if eval_per_concept is None:
+        builder.eval_samples = [builder.clean() for _ in range(n_eval)]
+    else:
+        builder.eval_samples = [builder.clean(concept=c) for c in catalog for _ in range(eval_per_concept)]
     for kind in _plan(counts, rng):
         builder.pool.append(builder.build(kind))
 
@@ -418,7 +455,8 @@ def make_demo_data(
         chunk = builder.pool[shard_id * samples_per_shard : (shard_id + 1) * samples_per_shard]
         write_shard(shards_dir, shard_id, chunk, samples_per_shard, start + 3_600.0 * (shard_id + 1))
     pq.write_table(_ground_truth(builder.pool, samples_per_shard), out / "ground_truth.parquet")
-    (out / "README.txt").write_text(README.format(kinds=", ".join(KINDS), seed=seed))
+    pq.write_table(_ground_truth(builder.eval_samples, n_eval), out / "eval_ground_truth.parquet")
+    (out / "README.txt").write_text(README.format(kinds=", ".join(counts), seed=seed))
     return {
         "out_dir": str(out),
         "shards_dir": str(shards_dir),

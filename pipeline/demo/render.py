@@ -86,6 +86,19 @@ def concept_catalog(n: int = 48) -> list[Concept]:
     return catalog
 
 
+def concept_grid() -> list[Concept]:
+    """Every (shape, colour, background) combination: 8 x 8 x 6 = 384 concepts; independent of any seed.
+
+    The texture is a fixed function of the other three, so that the label still names one texture.
+    """
+    return [
+        Concept(shape=shape, colour=colour, texture=TEXTURES[(s + c + b) % len(TEXTURES)], background=background)
+        for s, shape in enumerate(SHAPES)
+        for c, colour in enumerate(COLOURS)
+        for b, background in enumerate(BACKGROUNDS)
+    ]
+
+
 def _jitter(rgb: tuple[int, int, int], rng: np.random.Generator, amount: int) -> np.ndarray:
     """The colour with each channel moved by up to +-amount."""
     return np.clip(np.array(rgb) + rng.integers(-amount, amount + 1, size=3), 0, 255)
@@ -148,7 +161,7 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
 
 def render(concept: Concept, width: int, height: int, rng: np.random.Generator) -> Image.Image:
     """Render the concept as an RGB image with random position, size, rotation and colour jitter."""
-    img = Image.fromarray(_background(concept.texture, BACKGROUNDS[concept.background], width, height, rng))
+    img = render_background(concept, width, height, rng)
     draw = ImageDraw.Draw(img)
     side = min(width, height)
     r = side * float(rng.uniform(0.22, 0.42))
@@ -163,6 +176,11 @@ def render(concept: Concept, width: int, height: int, rng: np.random.Generator) 
     else:
         draw.polygon(_polygon(concept.shape, cx, cy, r, angle), fill=fill)
     return img
+
+
+def render_background(concept: Concept, width: int, height: int, rng: np.random.Generator) -> Image.Image:
+    """The concept's textured background with no object on it: a low-information image."""
+    return Image.fromarray(_background(concept.texture, BACKGROUNDS[concept.background], width, height, rng))
 
 
 def pick_format(rng: np.random.Generator) -> str:

@@ -30,11 +30,9 @@ where FAISS loads another SIMD build, may differ in the last bits.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import inspect
 import io as pyio
-import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -69,7 +67,7 @@ from pipeline.cluster.kmeans import (
     vectors_from_arrow,
 )
 from pipeline.core import io
-from pipeline.core.config import ConfigError, RunConfig
+from pipeline.core.config import ConfigError
 from pipeline.core.stage import RunContext, Stage, digest, embeddings_df, table_df
 from schemas import ASSIGNMENTS, CENTROIDS, CLUSTER_STATS
 
@@ -312,15 +310,12 @@ class Cluster(Stage):
 
     name = STAGE
     needs = ("embed",)
+    seeded = True  # the seed draws the training sample and seeds FAISS
 
     def code_version(self) -> str:
         # the algorithm lives in pipeline/cluster/kmeans.py: editing it reruns the stage too
         source = Path(inspect.getsourcefile(kmeans)).read_text()
         return f"{super().code_version()}+{digest(source)[:12]}"
-
-    def config_json(self, cfg: RunConfig) -> str:
-        # the run seed draws the sample and seeds FAISS, so it is part of this stage's config
-        return json.dumps({"cluster": dataclasses.asdict(cfg.cluster), "seed": cfg.seed}, sort_keys=True)
 
     def execute(self, ctx: RunContext, out_dir: str) -> dict[str, Any]:
         cfg = ctx.cfg.cluster

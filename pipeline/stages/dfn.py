@@ -7,8 +7,8 @@ writes `dfn/scores/parts/<shard>.parquet` (SCORES) then `dfn/scores/shard_stats/
 interrupted attempt keeps its finished shards. Without `dfn.model` the score is the embed stage's
 clip_score, which makes this DataComp's CLIP-score filter.
 
-Keep rule: `threshold` (score >= threshold), or `top_fraction` f of the scored pool (raised by a
-`budget`, see pipeline/prune/keep.py):
+Keep rule: `threshold` (score >= threshold), or `top_fraction` f / the `keep_count` best of the scored
+pool (raised by a `budget`, see pipeline/prune/keep.py):
 - `quantile: exact`: a distributed sort by (score desc, sample_id asc) and exact ranks; exactly
   ceil(f * N) samples are kept, ties at the cut broken by sample_id.
 - `quantile: approximate`: Spark's approxQuantile (Greenwald-Khanna) gives a cut value whose rank
@@ -82,7 +82,7 @@ class Dfn(PruneStep):
             removed = pool.where(F.col("score") < F.lit(cfg.threshold))
             counts["threshold"] = cfg.threshold
         else:
-            plan = plan_keep(n_pool, cfg.top_fraction, None, cfg.budget)
+            plan = plan_keep(n_pool, cfg.top_fraction, cfg.keep_count, cfg.budget)
             log_plan(self.name, plan)
             counts["keep"] = plan.counts()
             if cfg.quantile == "exact":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from pyspark import TaskContext
@@ -24,7 +24,7 @@ from pipeline.core.decisions import no_decisions, write_decisions
 from pipeline.core.model_spec import ModelSpec
 from pipeline.core.progress import RateLogger
 from pipeline.core.stage import RunContext, Stage, alive_df
-from pipeline.core.tars import read_member
+from pipeline.core.tars import raise_if_source_changed, read_source_images, report_source_changed
 from pipeline.core.tasks import run_grouped
 from schemas import EMBEDDINGS
 
@@ -41,21 +41,6 @@ def _task_resources() -> tuple[list[str] | None, int]:
         return None, 1
     gpu = ctx.resources().get("gpu")
     return (list(gpu.addresses) if gpu is not None else None), max(1, ctx.cpus())
-
-
-def _images(rows: list[dict[str, Any]]) -> Any:
-    """Image bytes of `rows` in order, read lazily from their tars."""
-    handles: dict[str, BinaryIO] = {}
-    try:
-        for row in rows:
-            path = row["shard"]
-            if path not in handles:
-                fs, p = io.filesystem(path)
-                handles[path] = fs.open(p, "rb")
-            yield read_member(handles[path], row["image_offset"], row["image_bytes"])
-    finally:
-        for handle in handles.values():
-            handle.close()
 
 
 @dataclass(frozen=True)
@@ -112,7 +97,7 @@ def encode_shard(shard: str, rows: list[dict[str, Any]], out_dir: str, settings:
     progress = RateLogger(f"{settings.label} {shard} on {device}", len(rows))
     out = encode_pairs(
         clip,
-        _images(rows),
+        read_source_images(rows),
         [r["caption"] or "" for r in rows],
         batch_size=settings.batch_size,
         decode_workers=settings.decode_workers,
@@ -136,8 +121,9 @@ def encode_alive(ctx: RunContext, alive: DataFrame, out_dir: str, settings: Enco
     ctx.spark.sparkContext.setJobDescription(f"{settings.label}: encode {len(shards)} shards")
     started = time.monotonic()
     pairs = rows.rdd.map(lambda r: (index[r["shard_name"]], r.asDict()))
-    stats = run_grouped(pairs, len(shards),
-                        lambda i, members: encode_shard(shards[i], members, out_dir, settings, make_table))
+    stats = run_grouped(pairs, len(shards), lambda i, members: report_source_changed(
+        shards[i], lambda: encode_shard(shards[i], members, out_dir, settings, make_table)))
+    raise_if_source_changed(f"{settings.label} stopped (shards encoded so far are kept)", stats)
     seconds = time.monotonic() - started
     encoded = sum(s["count"] for s in stats)
     return {"encoded": encoded, "shards": len(stats), "images_per_s": round(encoded / max(seconds, 1e-9), 1)}

@@ -30,7 +30,7 @@ from pipeline.core import io
 from pipeline.core.config import RunConfig
 from pipeline.core.progress import RateLogger
 from pipeline.core.stage import RunContext, Stage, alive_df, embeddings_df
-from pipeline.core.tars import read_member
+from pipeline.core.tars import raise_if_source_changed, read_source_images, report_source_changed
 from pipeline.core.tasks import run_grouped
 from pipeline.export.layout import assign_shards
 from pipeline.export.manifest import output_manifest
@@ -40,10 +40,6 @@ log = logging.getLogger("curate")
 
 EXPORT_COLUMNS = ["sample_id", "uid", "shard", "shard_name", "key", "caption", "url", "width", "height", "image_ext",
                   "image_offset", "image_bytes"]
-
-
-class SourceChanged(io.InputError):
-    """A source tar is gone, or no longer holds the bytes ingest saw."""
 
 
 class _HashingWriter:
@@ -64,23 +60,6 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     tar.addfile(info, pyio.BytesIO(data))
-
-
-def _read_image(handles: dict[str, BinaryIO], row: dict[str, Any]) -> bytes:
-    path = row["shard"]
-    if path not in handles:
-        fs, p = io.filesystem(path)
-        try:
-            handles[path] = fs.open(p, "rb")
-        except FileNotFoundError:
-            raise SourceChanged(f"source shard {path} is gone since ingest") from None
-    try:
-        data = read_member(handles[path], row["image_offset"], row["image_bytes"])
-    except EOFError:
-        raise SourceChanged(f"source shard {path} is shorter than at ingest") from None
-    if hashlib.sha256(data).hexdigest() != row["uid"]:
-        raise SourceChanged(f"source shard {path}: bytes of {row['key']} changed since ingest")
-    return data
 
 
 def output_row(key: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -106,24 +85,24 @@ def write_shard(out_dir: str, shard: int, rows: list[tuple[int, dict[str, Any]]]
     """Write one output shard from (global index, sample row) pairs; return its stats."""
     name = f"{shard:05d}"
     records = []
-    handles: dict[str, BinaryIO] = {}
+    ordered = sorted(rows, key=lambda r: r[0])
+    images = read_source_images(row for _, row in ordered)
     progress = RateLogger(f"export {name}.tar", len(rows), unit="samples")
     fs, tar_path = io.filesystem(f"{out_dir}/{name}.tar")
     try:
         with fs.open(tar_path + ".tmp", "wb") as raw:
             sink = _HashingWriter(raw)
             with tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-                for index, row in sorted(rows, key=lambda r: r[0]):
+                for (index, row), image in zip(ordered, images):
                     key = f"{index:09d}"
                     record = output_row(key, row)
-                    _add(tar, f"{key}.{row['image_ext']}", _read_image(handles, row))
+                    _add(tar, f"{key}.{row['image_ext']}", image)
                     _add(tar, f"{key}.txt", (row["caption"] or "").encode())
                     _add(tar, f"{key}.json", json.dumps(record, sort_keys=True).encode())
                     records.append({**record, "image_emb": row.get("image_emb"), "text_emb": row.get("text_emb")})
                     progress(1)
     finally:
-        for h in handles.values():
-            h.close()
+        images.close()
     fs.mv(tar_path + ".tmp", tar_path)
     io.write_parquet_atomic(f"{out_dir}/{name}.parquet", pa.Table.from_pylist(records, schema=EXPORT_ROWS))
     stats = {"shard": f"{name}.tar", "count": len(records), "bytes": sink.size, "sha256": sink.sha.hexdigest()}
@@ -132,22 +111,15 @@ def write_shard(out_dir: str, shard: int, rows: list[tuple[int, dict[str, Any]]]
 
 
 def write_shard_task(out_dir: str, shard: int, rows: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
-    """Task body: `write_shard`, with a changed source returned as `source_changed` rather than
-    raised (a retry cannot heal it, and the driver then names the shard in one error)."""
-    try:
-        return write_shard(out_dir, shard, rows)
-    except SourceChanged as err:
-        return {"shard": f"{shard:05d}.tar", "source_changed": str(err)}
+    """Task body: `write_shard`, a changed source reported (see `report_source_changed`)."""
+    return report_source_changed(f"{shard:05d}.tar", lambda: write_shard(out_dir, shard, rows))
 
 
-def raise_if_source_changed(out_dir: str, stats: list[dict[str, Any]]) -> None:
+def stop_if_source_changed(out_dir: str, stats: list[dict[str, Any]]) -> None:
     """Delete the whole export and raise one SourceChanged naming the sources if any task met one."""
-    problems = sorted({s["source_changed"] for s in stats if "source_changed" in s})
-    if problems:
+    if any("source_changed" in s for s in stats):
         io.remove(out_dir)
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise SourceChanged(f"export stopped, nothing written: {'; '.join(problems[:3])}{more}; "
-                            "rerun to ingest the inputs as they are now")
+        raise_if_source_changed("export stopped, nothing written", stats)
 
 
 def shard_pattern(n_shards: int) -> str:
@@ -212,6 +184,7 @@ class Export(Stage):
     """Kept samples -> `export/{00000..}.tar` + `.parquet` + `_stats.json`, `sizes.json`, `manifest.json`."""
 
     name = "export"
+    seeded = True  # order: shuffle and cluster
 
     def execute(self, ctx: RunContext, out_dir: str) -> dict[str, Any]:
         cfg = ctx.cfg.export
@@ -225,7 +198,7 @@ class Export(Stage):
             stats = run_grouped(pairs, n_shards, lambda shard, members: write_shard_task(out_dir, shard, members))
         finally:
             rows.unpersist()
-        raise_if_source_changed(out_dir, stats)
+        stop_if_source_changed(out_dir, stats)
         kept = sum(s["count"] for s in stats)
         seconds = time.monotonic() - started
         log.info("export: %d samples in %d shards, %.1f samples/s", kept, n_shards, kept / max(seconds, 1e-9))

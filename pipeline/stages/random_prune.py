@@ -24,6 +24,7 @@ class RandomPrune(PruneStep):
     """Removes the samples not drawn with reason `random_pruned` (no score)."""
 
     name = "random"
+    seeded = True
 
     def needed(self, cfg: RunConfig) -> tuple[str, ...]:
         return ("embed", "cluster") if cfg.random.balance == "cluster" else ()

@@ -24,6 +24,8 @@ def test_bad_values_name_their_key(tmp_path: Path) -> None:
     assert "'phash_dedup.threshold'" in error(tmp_path, phash_dedup={"threshold": 20})
     assert "'semdedup.eps'" in error(tmp_path, semdedup={"eps": 0})
     assert "'semdedup.keep'" in error(tmp_path, semdedup={"keep": "middle"})
+    assert "'semdedup.keep_count'" in error(tmp_path, semdedup={"keep_fraction": 0.5, "keep_count": 3})
+    assert "'semdedup.keep_fraction'" in error(tmp_path, semdedup={"keep_fraction": 1.5})
     assert "'decontaminate.methods[0]'" in error(tmp_path, decontaminate={"methods": ["md5"]})
     assert "'decontaminate.methods'" in error(tmp_path, decontaminate={"methods": ["exact", "exact"]})
     assert "'decontaminate.eval_sets[0]'" in error(tmp_path, decontaminate={"eval_sets": [str(tmp_path / "no")]})

@@ -8,12 +8,20 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from pipeline.core.config import SemDedupConfig, config_from_dict
 from pipeline.core.runner import RunResult, run_pipeline
+from pipeline.core.stage import RunContext
+from pipeline.stages.semdedup import SemDedup
 from tests.dedup.test_semdedup import reference
 
 SEMDEDUP = {"eps": 0.0005, "keep": "hard", "block_size": 16}  # the tiny model's cosines are all ~0.99
+
+
+def run_config(run: RunResult) -> dict:
+    """The run's resolved config, as written in its run folder."""
+    return yaml.safe_load((Path(run.export_dir).parent / "config.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +113,19 @@ def test_semdedup_equals_the_direct_rule_on_the_same_clusters(run, decisions) ->
     assert (got["reason"] == "semantic_duplicate").all()
     for sample_id, (_, score) in want.items():
         assert got.loc[sample_id, "score"] == pytest.approx(score, abs=1e-9)
+
+
+def test_semdedup_keep_count_is_the_eps_cut_that_keeps_that_many(spark, run, decisions, tmp_path: Path) -> None:
+    """Removing the samples most similar to an earlier one, down to a keep count, removes what the
+    eps rule removes when the count is the one eps kept."""
+    compared = run.manifests["semdedup"]["counts"]["compared"]
+    want = decisions["semdedup"]
+    cfg = config_from_dict({**run_config(run), "semdedup": {**SEMDEDUP, "keep_count": compared - len(want)}})
+    ctx = RunContext(cfg=cfg, spark=spark, decision_stages=["exact_dedup", "phash_dedup", "decontaminate"])
+    counts = SemDedup().execute(ctx, str(tmp_path))
+    got = pq.read_table(tmp_path / "decisions").to_pandas().set_index("sample_id")
+    assert set(got.index) == set(want.index) and counts["removed"] == {"semantic_duplicate": len(want)}
+    assert counts["keep"]["n_keep"] == compared - len(want)
+    # the largest eps with the same cut: >= the eps used, and every removed cosine is above 1 - it
+    assert counts["eps_equivalent"] >= SEMDEDUP["eps"] and want["score"].min() > 1 - counts["eps_equivalent"]
+    assert got.loc[want.index, "matched_sample_id"].equals(want["matched_sample_id"])

@@ -10,12 +10,14 @@ import tarfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from pipeline.demo import make_demo_data
 from pipeline.demo.generate import META_SCHEMA, RATES, compute_key
+from pipeline.demo.render import BACKGROUNDS, COLOURS, SHAPES, concept_grid
 
 IMAGE_EXTS = ("jpg", "png", "webp")
 N_SAMPLES, N_EVAL = 600, 60
@@ -72,7 +74,8 @@ def test_layout_and_summary(demo: tuple[Path, dict]) -> None:
     out, summary = demo
     shards = [f"shards/0000{i}{suffix}" for i in range(6) for suffix in (".parquet", ".tar", "_stats.json")]
     evals = ["eval/00000.parquet", "eval/00000.tar", "eval/00000_stats.json"]
-    assert sorted(_sha256_tree(out)) == sorted(["README.txt", "ground_truth.parquet", *shards, *evals])
+    assert sorted(_sha256_tree(out)) == sorted(["README.txt", "ground_truth.parquet", "eval_ground_truth.parquet",
+                                                *shards, *evals])
     assert summary["n_shards"] == 6 and summary["ground_truth"] == str(out / "ground_truth.parquet")
     assert sum(summary["kinds"].values()) == N_SAMPLES
 
@@ -229,3 +232,39 @@ def test_eval_set_is_clean(demo: tuple[Path, dict], images: dict) -> None:
 def test_rejects_an_eval_set_smaller_than_its_copies(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="n_eval"):
         make_demo_data(tmp_path, n_samples=600, n_eval=5)
+
+
+def test_eval_ground_truth_names_each_eval_images_concept(demo: tuple[Path, dict]) -> None:
+    rows = pq.read_table(demo[0] / "eval_ground_truth.parquet").to_pylist()
+    captions = [r["caption"] for r in pq.read_table(demo[0] / "eval" / "00000.parquet").to_pylist()]
+    assert [r["key"] for r in rows] == [compute_key(i, 0, N_EVAL) for i in range(N_EVAL)]
+    assert [r["caption"] for r in rows] == captions and all(r["kind"] == "clean" and r["concept"] for r in rows)
+
+
+def test_concept_grid_low_information_and_eval_per_concept(tmp_path: Path) -> None:
+    grid = concept_grid()
+    assert len(grid) == len({c.label for c in grid}) == len(SHAPES) * len(COLOURS) * len(BACKGROUNDS)
+    rates = {"low_information": 0.2, "mismatched_caption": 0.1, "eval_copy": 0.05}
+    summary = make_demo_data(tmp_path, n_samples=200, samples_per_shard=100, seed=3, catalog=grid, rates=rates,
+                             zipf_exponent=1.0, eval_per_concept=1)
+    assert summary["kinds"] == {"clean": 130, "low_information": 40, "mismatched_caption": 20, "eval_copy": 10}
+    eval_rows = pq.read_table(tmp_path / "eval_ground_truth.parquet").to_pylist()
+    assert [r["concept"] for r in eval_rows] == [c.label for c in grid]
+    truth = pq.read_table(tmp_path / "ground_truth.parquet").to_pylist()
+    images = {info.name.split(".")[0]: data for t in sorted((tmp_path / "shards").glob("*.tar"))
+              for info, data in _read_tar(t) if info.name.split(".")[1] in IMAGE_EXTS}
+
+    by_label = {c.label: c for c in grid}
+
+    def object_share(r: dict) -> float:  # share of pixels in the concept's object colour
+        with Image.open(io.BytesIO(images[r["key"]])) as img:
+            pixels = np.asarray(img.convert("RGB"), dtype=np.int16)
+        target = np.array(COLOURS[by_label[r["concept"]].colour])
+        return float((np.abs(pixels - target).max(axis=-1) <= 30).mean())
+
+    # the object is missing from a low-information image, not from a clean one
+    low = [object_share(r) for r in truth if r["kind"] == "low_information"]
+    clean = [object_share(r) for r in truth if r["kind"] == "clean"]
+    assert np.median(low) < 0.02 < 0.1 < np.median(clean)
+    with pytest.raises(ValueError, match="unknown defect kinds"):
+        make_demo_data(tmp_path / "bad", n_samples=100, rates={"blurry": 0.1})

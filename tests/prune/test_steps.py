@@ -113,6 +113,17 @@ def test_dfn_top_fraction_exact_keeps_the_best_ceil_f_n(run_b: RunResult) -> Non
     assert (decisions["reason"] == "dfn_low_score").all()
 
 
+def test_dfn_keep_count_keeps_the_best_n(spark, run_b: RunResult, demo_dir: Path, tmp_path: Path) -> None:
+    emb = table(run_b, "embed/parts")
+    cfg = config_from_dict({"input": str(demo_dir / "shards"), "run_dir": str(run_dir_of(run_b)),
+                            "dfn": {"keep_count": 100}})
+    ctx = RunContext(cfg=cfg, spark=spark)
+    removed, counts = Dfn().prune(samples_df(ctx).where("quarantine_reason IS NULL"), ctx, str(tmp_path))
+    ranked = emb.sort_values(["clip_score", "sample_id"], ascending=[False, True])
+    assert {r["sample_id"] for r in removed.collect()} == set(ranked["sample_id"].iloc[100:])
+    assert counts["keep"]["n_keep"] == 100 and counts["keep"]["requested"] == 100
+
+
 def test_dfn_threshold_on_clip_score_removes_exactly_the_lower_scores(
     spark, run_b: RunResult, demo_dir: Path, tmp_path: Path
 ) -> None:

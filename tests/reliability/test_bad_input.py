@@ -144,7 +144,11 @@ def _delete_when(marker: Path, victim: Path, deadline: float) -> None:
     victim.unlink()
 
 
-def test_shard_disappearing_before_export_stops_the_run_naming_it(spark, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("reader", ["export", "embed"])
+def test_shard_disappearing_after_ingest_stops_the_run_naming_it(spark, tmp_path: Path, capsys, reader: str,
+                                                                tiny_checkpoint: Path) -> None:
+    """Export and embed read images back from the source tars: a tar gone since ingest is one error
+    naming it (for embed the first stage to read it; for export with no model stage before it)."""
     pool = Pool(tmp_path / "shards")
     for name in ("keep0", "gone", "keep1"):
         shard = pool.shard(name)
@@ -153,7 +157,9 @@ def test_shard_disappearing_before_export_stops_the_run_naming_it(spark, tmp_pat
         shard.write()
     run_dir = tmp_path / "run"
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump(bad_pool_config(pool, run_dir)))
+    model = {"embed": {"enabled": True, "model": {"arch": "curate-tiny", "pretrained": str(tiny_checkpoint)}},
+             "steps": ["dfn"], "dfn": {"threshold": -1.0}}
+    config.write_text(yaml.safe_dump(bad_pool_config(pool, run_dir, **(model if reader == "embed" else {}))))
     gone = pool.shards / "gone.tar"
     watcher = threading.Thread(target=_delete_when, args=(run_dir / "ingest" / "_SUCCESS", gone, time.time() + 120))
     watcher.start()
