@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import webdataset as wds
 from open_clip.constants import HF_CONFIG_NAME, HF_WEIGHTS_NAME
 
 from bench.minicomp.world import class_prompts, task_classes, task_labels
-from pipeline.models.tiny import TINY_PREPROCESS_CFG
+from pipeline.models.tiny import TINY_PREPROCESS_CFG, register_model_config
 
 ARCH = "minicomp-clip"
 # ~7.6M parameters (6.3M in the token embedding); 32 px images in 16 patches of 8 px. About 350
@@ -30,12 +29,7 @@ MODEL_CFG: dict = {
 
 def register_arch() -> str:
     """Register `minicomp-clip` with open_clip in this process (idempotent); return its name."""
-    if ARCH not in open_clip.list_models():
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"{ARCH}.json"
-            path.write_text(json.dumps(MODEL_CFG))
-            open_clip.add_model_config(path)
-    return ARCH
+    return register_model_config(ARCH, MODEL_CFG)
 
 
 def train(train_pattern: str, *, samples_per_epoch: int, epochs: int, logs: Path, name: str, seed: int,

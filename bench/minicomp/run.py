@@ -1,5 +1,6 @@
-"""Mini-DataComp: curate a synthetic pool with the product under several configs, train a small CLIP
-from scratch on each output (open_clip_train, same samples seen), and compare zero-shot scores.
+"""Mini-DataComp: curate a synthetic pool with the product (`curate run`, one config file per cell),
+train a small CLIP from scratch on each output (open_clip_train, same samples seen), and compare
+zero-shot scores.
 
     python -m bench.minicomp.run --quick --out build/minicomp-quick
     python -m bench.minicomp.run --out build/minicomp
@@ -20,12 +21,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import yaml
 
 from bench.minicomp import clip
 from bench.minicomp.plot import write_svg
 from bench.minicomp.world import build_world, task_classes
+from pipeline import cli
 from pipeline.core.config import RunConfig, config_from_dict
-from pipeline.core.runner import pipeline_stages, run_pipeline
+from pipeline.core.runner import pipeline_stages
 
 
 @dataclass(frozen=True)
@@ -115,25 +118,40 @@ def chance_scores() -> dict[str, float]:
     return chance
 
 
+def curate(config: dict, path: Path) -> tuple[dict, str]:
+    """`curate run <path>` with `config` written to `path`, as a user runs it; (ledger, the export's
+    shard pattern, empty when nothing was kept)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=True))
+    code = cli.main(["run", str(path)])
+    if code != 0:
+        raise RuntimeError(f"curate run {path} exited with {code}")
+    export = Path(config["run_dir"]) / "export"
+    ledger = json.loads((Path(config["run_dir"]) / "ledger.json").read_text())
+    pattern = json.loads((export / "manifest.json").read_text())["pattern"]
+    return ledger, f"{export}/{pattern}" if pattern else ""
+
+
 def run_cell(method: str, world: dict, out: Path, filter_arch: str, scale: Scale, heldout: clip.HeldOut,
              n_usable: int | None, earlier: list[tuple[Path, list[str]]]) -> dict:
     """Curate with one config, train one model per seed on its export, evaluate each."""
     t = time.time()
     cell: dict = {"method": method.partition("@")[0], "config": method}
     run_dir = out / "runs" / method
-    cfg = config_from_dict(method_config(method, world, run_dir, filter_arch, scale, n_usable))
+    config = method_config(method, world, run_dir, filter_arch, scale, n_usable)
+    cfg = config_from_dict(config)
     cell["steps"] = [s.name for s in pipeline_stages(cfg)]
     cell["reused"] = reuse_finished_stages(cfg, earlier)
-    result = run_pipeline(cfg)
-    cell["kept"] = result.ledger["kept"]
+    ledger, pattern = curate(config, out / "configs" / f"{method}.yaml")
+    cell["kept"] = ledger["kept"]
     cell["composition"] = composition(run_dir, world["pool"]["ground_truth"])
     cell["curate_s"] = round(time.time() - t, 1)
-    if not result.pattern:
+    if not pattern:
         cell["error"] = "curation kept no sample"
         return cell
     cell["scores"] = []
     for seed in scale.seeds:
-        ckpt = clip.train(result.pattern, samples_per_epoch=scale.samples, epochs=scale.epochs,
+        ckpt = clip.train(pattern, samples_per_epoch=scale.samples, epochs=scale.epochs,
                           logs=out / "logs", name=f"{method}-s{seed}", seed=seed)
         cell["scores"].append(clip.evaluate(ckpt, heldout))
     for metric in cell["scores"][0]:

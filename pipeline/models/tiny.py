@@ -40,16 +40,21 @@ TINY_PREPROCESS_CFG: dict = {
 TINY_HF_REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
-def register_tiny() -> str:
-    """Register `curate-tiny` with open_clip's model-config registry (idempotent); return its name."""
-    if TINY_ARCH not in open_clip.list_models():
+def register_model_config(name: str, model_cfg: dict) -> str:
+    """Register an open_clip model config under `name` in this process (idempotent); return the name."""
+    if name not in open_clip.list_models():
         # add_model_config only accepts paths; the registry keeps the parsed config after the
         # temporary file is gone.
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"{TINY_ARCH}.json"
-            path.write_text(json.dumps(TINY_MODEL_CFG))
+            path = Path(tmp) / f"{name}.json"
+            path.write_text(json.dumps(model_cfg))
             open_clip.add_model_config(path)
-    return TINY_ARCH
+    return name
+
+
+def register_tiny() -> str:
+    """Register `curate-tiny` with open_clip's model-config registry (idempotent); return its name."""
+    return register_model_config(TINY_ARCH, TINY_MODEL_CFG)
 
 
 def make_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
