@@ -12,13 +12,14 @@ def write_svg(cells: list[dict], path: Path, chance: float, metric: str = "avera
     pool it kept, one series per method."""
     ok = [c for c in cells if metric in c]
     w, h, m = 560, 360, 50
+    legend = 90  # room right of the plot for the method names
     top = max([c[metric]["mean"] + c[metric]["std"] for c in ok] + [chance]) * 1.1 or 1.0
 
     def xy(frac: float, acc: float) -> tuple[float, float]:
         return m + frac * (w - 2 * m), h - m - acc / top * (h - 2 * m)
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" '
-           f'font-size="11">', f'<rect width="{w}" height="{h}" fill="white"/>',
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w + legend}" height="{h}" font-family="sans-serif" '
+           f'font-size="11">', f'<rect width="{w + legend}" height="{h}" fill="white"/>',
            f'<line x1="{m}" y1="{h - m}" x2="{w - m}" y2="{h - m}" stroke="black"/>',
            f'<line x1="{m}" y1="{m}" x2="{m}" y2="{h - m}" stroke="black"/>',
            f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">fraction of the usable pool kept</text>',
