@@ -9,7 +9,6 @@ batch FAISS searched it in. Rows and references are unit-normalised first.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from functools import partial
 
@@ -17,24 +16,12 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark import Broadcast, TaskContext
 from pyspark.sql import DataFrame
 
-from pipeline.cluster.kmeans import index_from_bytes, index_to_bytes, normalize_rows, row_dots, vectors_from_arrow
-from pipeline.stages.cluster import rebatch
+from pipeline.cluster.broadcast import BroadcastIndex, rebatch
+from pipeline.cluster.kmeans import index_to_bytes, normalize_rows, row_dots, vectors_from_arrow
 
 MATCHES = "sample_id string, ref_index int, cos float"
-_WORKER_INDEX: dict[str, tuple[faiss.Index, np.ndarray]] = {}  # one reference set per Python worker
-
-
-def _worker_index(key: str, payload: Broadcast) -> tuple[faiss.Index, np.ndarray]:
-    if key not in _WORKER_INDEX:
-        _WORKER_INDEX.clear()
-        index_bytes, ref = payload.value
-        _WORKER_INDEX[key] = (index_from_bytes(index_bytes), ref)
-    return _WORKER_INDEX[key]
-
-
 def best_matches(x: np.ndarray, index: faiss.Index, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(index of the nearest reference row by inner product, its cosine re-scored row by row) for
     unit rows `x`."""
@@ -43,12 +30,10 @@ def best_matches(x: np.ndarray, index: faiss.Index, ref: np.ndarray) -> tuple[np
     return best.astype(np.int32), row_dots(x, ref[best])
 
 
-def search_partition(batches: Iterator[pa.RecordBatch], *, payload: Broadcast, key: str, min_cos: float,
+def search_partition(batches: Iterator[pa.RecordBatch], *, shipped: BroadcastIndex, min_cos: float,
                      batch_size: int) -> Iterator[pa.RecordBatch]:
     """mapInArrow body over (sample_id, image_emb): MATCHES rows with cos >= min_cos."""
-    task = TaskContext.get()
-    faiss.omp_set_num_threads(max(1, task.cpus()) if task else 1)
-    index, ref = _worker_index(key, payload)
+    index, ref = shipped.load()
     for table in rebatch(batches, batch_size):
         emb = table.column("image_emb")
         if emb.null_count:
@@ -70,12 +55,9 @@ def write_nearest(queries: DataFrame, ref: np.ndarray, min_cos: float, path: str
     ref = np.ascontiguousarray(normalize_rows(ref), dtype=np.float32)
     index = faiss.IndexFlatIP(ref.shape[1])
     index.add(ref)
-    index_bytes = index_to_bytes(index)
-    sc = queries.sparkSession.sparkContext
-    payload = sc.broadcast((index_bytes, ref))
-    key = hashlib.sha256(index_bytes).hexdigest()
-    body = partial(search_partition, payload=payload, key=key, min_cos=min_cos, batch_size=batch_size)
+    shipped = BroadcastIndex.create(queries.sparkSession.sparkContext, index_to_bytes(index), ref)
+    body = partial(search_partition, shipped=shipped, min_cos=min_cos, batch_size=batch_size)
     try:
         queries.select("sample_id", "image_emb").mapInArrow(body, MATCHES).write.mode("overwrite").parquet(path)
     finally:
-        payload.destroy()
+        shipped.destroy()

@@ -30,7 +30,6 @@ where FAISS loads another SIMD build, may differ in the last bits.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import io as pyio
 import logging
@@ -45,11 +44,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyspark import Broadcast, TaskContext
+from pyspark import TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipeline.cluster import kmeans
+from pipeline.cluster.broadcast import BroadcastIndex, rebatch
 from pipeline.cluster.kmeans import (
     DIST_SCALE,
     PartialStats,
@@ -58,7 +58,6 @@ from pipeline.cluster.kmeans import (
     centroids_table,
     cluster_stats_table,
     hash_threshold,
-    index_from_bytes,
     index_to_bytes,
     neighbour_distances,
     normalize_rows,
@@ -150,35 +149,6 @@ def draw_sample(ctx: RunContext, emb: DataFrame, target: int, scratch: str) -> t
 
 # ---------------------------------------------------------------- assignment (Spark tasks)
 
-_WORKER_INDEX: dict[str, tuple[faiss.Index, np.ndarray]] = {}  # one centroid set per Python worker
-
-
-def _worker_index(key: str, payload: Broadcast) -> tuple[faiss.Index, np.ndarray]:
-    if key not in _WORKER_INDEX:
-        _WORKER_INDEX.clear()
-        index_bytes, cents = payload.value
-        _WORKER_INDEX[key] = (index_from_bytes(index_bytes), cents)
-    return _WORKER_INDEX[key]
-
-
-def rebatch(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
-    """Regroup a stream of record batches into tables of exactly `size` rows (the last: fewer)."""
-    pending: list[pa.RecordBatch] = []
-    rows = 0
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        pending.append(batch)
-        rows += batch.num_rows
-        while rows >= size:
-            table = pa.Table.from_batches(pending)
-            yield table.slice(0, size)
-            rest = table.slice(size)
-            pending, rows = rest.to_batches(), rest.num_rows
-    if rows:
-        yield pa.Table.from_batches(pending)
-
-
 def assign_rows(table: pa.Table, index: faiss.Index, cents: np.ndarray) -> pa.Table:
     """ASSIGNMENTS rows for rows (sample_id, uid, image_emb) that all have an embedding."""
     x = vectors_from_arrow(table.column("image_emb"))
@@ -211,17 +181,11 @@ def assign_batches(batches: Iterable[pa.RecordBatch], index: faiss.Index, cents:
     return (pa.concat_tables(parts) if parts else None), stats, missing
 
 
-def _task_index(payload: Broadcast, key: str) -> tuple[faiss.Index, np.ndarray]:
-    task = TaskContext.get()
-    faiss.omp_set_num_threads(max(1, task.cpus()) if task else 1)
-    return _worker_index(key, payload)
-
-
-def assign_partition(batches: Iterator[pa.RecordBatch], *, payload: Broadcast, key: str,
-                     batch_size: int, out_dir: str) -> Iterator[pa.RecordBatch]:
+def assign_partition(batches: Iterator[pa.RecordBatch], *, shipped: BroadcastIndex, batch_size: int,
+                     out_dir: str) -> Iterator[pa.RecordBatch]:
     """mapInArrow body (assign_from: dataframe): assign this partition, write
     `part-<partition>.parquet`, yield PARTIALS rows (clusters it touched, then NO_EMBEDDING)."""
-    index, cents = _task_index(payload, key)
+    index, cents = shipped.load()
     table, stats, missing = assign_batches(batches, index, cents, batch_size)
     if table is not None:
         io.write_parquet_atomic(f"{out_dir}/part-{TaskContext.get().partitionId():05d}.parquet", table)
@@ -236,12 +200,12 @@ def assign_partition(batches: Iterator[pa.RecordBatch], *, payload: Broadcast, k
     )
 
 
-def assign_file(item: tuple[int, str], *, payload: Broadcast, key: str, batch_size: int,
+def assign_file(item: tuple[int, str], *, shipped: BroadcastIndex, batch_size: int,
                 out_dir: str) -> tuple[PartialStats, int]:
     """Task body (assign_from: files): assign the rows of one Parquet file of the embeddings table,
     read with pyarrow; write `part-<file number>.parquet`; return (stats, rows without embedding)."""
     number, path = item
-    index, cents = _task_index(payload, key)
+    index, cents = shipped.load()
     fs, p = io.filesystem(path)
     source = pq.ParquetFile(p, filesystem=fs)
     batches = source.iter_batches(batch_size=batch_size, columns=["sample_id", "uid", "image_emb"])
@@ -262,16 +226,15 @@ def assign_all(ctx: RunContext, emb: DataFrame, index_bytes: bytes, cents: np.nd
     cfg = ctx.cfg.cluster
     k = len(cents)
     sc = ctx.spark.sparkContext
-    payload = sc.broadcast((index_bytes, cents))
-    key = hashlib.sha256(index_bytes).hexdigest()
-    kwargs = {"payload": payload, "key": key, "batch_size": cfg.assign_batch_size, "out_dir": out_dir}
+    shipped = BroadcastIndex.create(sc, index_bytes, cents)
+    kwargs = {"shipped": shipped, "batch_size": cfg.assign_batch_size, "out_dir": out_dir}
     sc.setJobDescription(f"{STAGE}: assign to {k} centroids ({cfg.assign_from})")
     if cfg.assign_from == "files":
         files = sorted(emb.inputFiles())
         stats, missing = (
             sc.parallelize(list(enumerate(files)), len(files)).map(partial(assign_file, **kwargs)).treeReduce(_merge)
         )
-        payload.destroy()
+        shipped.destroy()
         return stats, missing
     rows = (
         emb.select("sample_id", "uid", "image_emb")
@@ -284,7 +247,7 @@ def assign_all(ctx: RunContext, emb: DataFrame, index_bytes: bytes, cents: np.nd
         )
         .collect()
     )
-    payload.destroy()
+    shipped.destroy()
     stats, missing = PartialStats.empty(k), 0
     for r in rows:
         if r["cluster_id"] == NO_EMBEDDING:

@@ -25,7 +25,7 @@ from pipeline.cluster.kmeans import (
     train_kmeans,
     vectors_from_arrow,
 )
-from pipeline.stages.cluster import rebatch
+from pipeline.cluster.broadcast import rebatch
 from tests.cluster import adjusted_rand_index, blobs
 
 
