@@ -174,14 +174,29 @@ class EmbedConfig:
         if self.precomputed is not None and "://" not in self.precomputed:
             _check(Path(self.precomputed, "img_emb").is_dir(), f"{prefix}.precomputed",
                    f"'{self.precomputed}' has no img_emb/ folder")
-        pretrained = self.model.pretrained if self.model else None
-        if pretrained is not None and _looks_like_path(pretrained):
-            _check(Path(pretrained).is_file(), f"{prefix}.model.pretrained", f"no checkpoint file at '{pretrained}'")
+        _check_checkpoint(self.model, prefix)
 
 
 def _looks_like_path(value: str) -> bool:
     """A checkpoint reference that is a file path rather than a pretrained tag."""
     return "/" in value or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
+def _check_checkpoint(model: ModelSpec | None, prefix: str) -> None:
+    """A `pretrained` that is a file path must name an existing file."""
+    pretrained = model.pretrained if model else None
+    if pretrained is not None and _looks_like_path(pretrained):
+        _check(Path(pretrained).is_file(), f"{prefix}.model.pretrained", f"no checkpoint file at '{pretrained}'")
+
+
+def _absolute_model(model: dict[str, Any], with_cache_dir: bool) -> dict[str, Any]:
+    """A copy of a model mapping whose local checkpoint path (and `cache_dir`) are absolute."""
+    model = dict(model)
+    if with_cache_dir and isinstance(model.get("cache_dir"), str):
+        model["cache_dir"] = _absolute(model["cache_dir"])
+    if isinstance(model.get("pretrained"), str) and _looks_like_path(model["pretrained"]):
+        model["pretrained"] = _absolute(model["pretrained"])
+    return model
 
 
 @dataclass(frozen=True)
@@ -314,9 +329,7 @@ class DfnConfig:
                f"{prefix}.threshold", "set only one of threshold, top_fraction and keep_count")
         _check(self.budget is None or self.threshold is None, f"{prefix}.budget", "applies to top_fraction, not threshold")
         _check(0.0 < self.relative_error < 1.0, f"{prefix}.relative_error", "must be in (0, 1)")
-        pretrained = self.model.pretrained if self.model else None
-        if pretrained is not None and _looks_like_path(pretrained):
-            _check(Path(pretrained).is_file(), f"{prefix}.model.pretrained", f"no checkpoint file at '{pretrained}'")
+        _check_checkpoint(self.model, prefix)
 
 
 @dataclass(frozen=True)
@@ -537,21 +550,16 @@ def _absolute_paths(data: dict[str, Any]) -> dict[str, Any]:
     image_based = data.get("image_based")
     if isinstance(image_based, dict) and isinstance(image_based.get("target"), str):
         data["image_based"] = {**image_based, "target": _absolute(image_based["target"])}
-    dfn_model = (data.get("dfn") or {}).get("model") if isinstance(data.get("dfn"), dict) else None
-    if isinstance(dfn_model, dict) and isinstance(dfn_model.get("pretrained"), str) and _looks_like_path(dfn_model["pretrained"]):
-        data["dfn"] = {**data["dfn"], "model": {**dfn_model, "pretrained": _absolute(dfn_model["pretrained"])}}
+    dfn = data.get("dfn")
+    if isinstance(dfn, dict) and isinstance(dfn.get("model"), dict):
+        data["dfn"] = {**dfn, "model": _absolute_model(dfn["model"], with_cache_dir=False)}
     embed = data.get("embed")
     if isinstance(embed, dict):
         embed = data["embed"] = dict(embed)
         if isinstance(embed.get("precomputed"), str):
             embed["precomputed"] = _absolute(embed["precomputed"])
-        model = embed.get("model")
-        if isinstance(model, dict):
-            model = embed["model"] = dict(model)
-            if isinstance(model.get("cache_dir"), str):
-                model["cache_dir"] = _absolute(model["cache_dir"])
-            if isinstance(model.get("pretrained"), str) and _looks_like_path(model["pretrained"]):
-                model["pretrained"] = _absolute(model["pretrained"])
+        if isinstance(embed.get("model"), dict):
+            embed["model"] = _absolute_model(embed["model"], with_cache_dir=True)
     return data
 
 

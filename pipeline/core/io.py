@@ -23,7 +23,8 @@ def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fsspec.core.url_to_fs(path)
 
 
-def _with_protocol(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
+def with_protocol(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
+    """`path` as `fs` lists it, with the protocol put back when `like` (the user's spec) has one."""
     if "://" not in like:
         return path
     return fs.unstrip_protocol(path)
@@ -40,7 +41,7 @@ def list_shards(input_spec: str) -> list[str]:
             matches = fs.glob(path)
         else:
             matches = [path] if fs.exists(path) else []
-        found.update(_with_protocol(fs, m, spec) for m in matches if m.endswith(".tar"))
+        found.update(with_protocol(fs, m, spec) for m in matches if m.endswith(".tar"))
     if not found:
         raise InputError(f"input '{input_spec}' matches no .tar shards")
     return sorted(found)

@@ -66,7 +66,7 @@ def eval_set_files(spec: str) -> list[str]:
         return io.list_shards(spec)
     except io.InputError:
         fs, _ = io.filesystem(spec)
-        return [p if "://" not in spec else fs.unstrip_protocol(p) for p in _image_files(spec)]
+        return [io.with_protocol(fs, p, spec) for p in _image_files(spec)]
 
 
 def _folder_images(spec: str, cfg: IngestConfig) -> tuple[list[EvalImage], int]:
@@ -84,7 +84,7 @@ def _folder_images(spec: str, cfg: IngestConfig) -> tuple[list[EvalImage], int]:
             unusable += 1
             continue
         eval_id = f"eval:{spec.rstrip('/')}/{posixpath.relpath(path, root)}"
-        full = path if "://" not in spec else fs.unstrip_protocol(path)
+        full = io.with_protocol(fs, path, spec)
         images.append(EvalImage(eval_id, hashlib.sha256(data).hexdigest(), info.phash, full, 0, size))
     return images, unusable
 

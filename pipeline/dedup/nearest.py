@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 
 from pipeline.cluster.broadcast import BroadcastIndex, rebatch
-from pipeline.cluster.kmeans import index_to_bytes, normalize_rows, row_dots, vectors_from_arrow
+from pipeline.cluster.kmeans import build_index, index_to_bytes, normalize_rows, row_dots, vectors_from_arrow
 
 MATCHES = "sample_id string, ref_index int, cos float"
 def best_matches(x: np.ndarray, index: faiss.Index, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -53,9 +53,7 @@ def write_nearest(queries: DataFrame, ref: np.ndarray, min_cos: float, path: str
     embeddings skipped) whose nearest row of `ref` (float32 [m, d]) has cosine >= `min_cos`, that
     row's index in `ref` and the cosine."""
     ref = np.ascontiguousarray(normalize_rows(ref), dtype=np.float32)
-    index = faiss.IndexFlatIP(ref.shape[1])
-    index.add(ref)
-    shipped = BroadcastIndex.create(queries.sparkSession.sparkContext, index_to_bytes(index), ref)
+    shipped = BroadcastIndex.create(queries.sparkSession.sparkContext, index_to_bytes(build_index(ref)), ref)
     body = partial(search_partition, shipped=shipped, min_cos=min_cos, batch_size=batch_size)
     try:
         queries.select("sample_id", "image_emb").mapInArrow(body, MATCHES).write.mode("overwrite").parquet(path)

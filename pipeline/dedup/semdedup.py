@@ -24,6 +24,7 @@ from schemas import DECISIONS
 
 STAGE = "semdedup"
 REASON = "semantic_duplicate"
+EMBEDDING_COLUMNS = {"image": ["image_emb"], "text": ["text_emb"], "image+text": ["image_emb", "text_emb"]}
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -38,7 +39,7 @@ def cluster_vectors(pdf: pd.DataFrame, on: str) -> np.ndarray:
     """The vectors SemDeDup compares, float64 [n, d], unit norm: the image or text embedding, or
     for image+text both unit embeddings concatenated and scaled by 1/sqrt(2), so that the cosine
     is the mean of the image and the text cosines."""
-    parts = {"image": ["image_emb"], "text": ["text_emb"], "image+text": ["image_emb", "text_emb"]}[on]
+    parts = EMBEDDING_COLUMNS[on]
     blocks = [unit_rows(np.stack(pdf[col].to_numpy())) for col in parts]
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1) / np.sqrt(len(blocks))
 

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from pipeline.core import io
 from pipeline.core.stage import RunContext, Stage, decisions_df, embeddings_df, samples_df
+from pipeline.prune.select import seeded_hash
 from schemas import EXPORT_ROWS, spark_schema
 
 BINS = 30
@@ -195,7 +196,7 @@ def thumbnail_rows(ctx: RunContext, ledger: dict[str, Any], per_group: int = THU
     parts.append(samples.where(F.col("quarantine_reason").isNotNull()).select(
         "sample_id", F.concat(F.lit("quarantined: "), F.col("quarantine_reason")).alias("group"),
         F.lit(None).cast("double").alias("score")))
-    draw = (F.pmod(F.xxhash64(F.lit(str(ctx.cfg.seed)), F.col("sample_id")), F.lit(1 << 40)) / float(1 << 40))
+    draw = (F.pmod(seeded_hash(ctx.cfg.seed), F.lit(1 << 40)) / float(1 << 40))
     keep_below = None
     for group, size in _group_sizes(ledger).items():
         share = min(1.0, 4.0 * per_group / size) if size else 0.0

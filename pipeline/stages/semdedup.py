@@ -14,13 +14,11 @@ from pyspark.sql import functions as F
 from pipeline.core.config import RunConfig, SemDedupConfig
 from pipeline.core.decisions import DecisionStage, write_decisions
 from pipeline.core.stage import RunContext, alive_df, embeddings_df
-from pipeline.dedup.semdedup import REASON, STAGE, semdedup_cluster
+from pipeline.dedup.semdedup import EMBEDDING_COLUMNS, REASON, STAGE, semdedup_cluster
 from pipeline.prune.keep import log_plan, plan_keep
 from pipeline.prune.select import beyond_rank
 from pipeline.stages.cluster import assignments_df
 from schemas import DECISIONS, spark_schema
-
-EMBEDDING_COLUMNS = {"image": ["image_emb"], "text": ["text_emb"], "image+text": ["image_emb", "text_emb"]}
 
 
 class SemDedup(DecisionStage):
@@ -48,8 +46,9 @@ class SemDedup(DecisionStage):
         target = keep_target(cfg)
         body = partial(semdedup_cluster, cfg=cfg, seed=ctx.cfg.seed, every=target)
         decisions = rows.where(complete).groupBy("cluster_id").applyInPandas(body, spark_schema(DECISIONS))
-        compared = rows.where(complete).count()
-        counts: dict[str, Any] = {"compared": compared, "no_embedding": rows.where(~complete).count()}
+        tally = rows.agg(F.count("*").alias("rows"), F.count(F.when(complete, 1)).alias("compared")).first()
+        compared = tally["compared"]
+        counts: dict[str, Any] = {"compared": compared, "no_embedding": tally["rows"] - compared}
         candidates = decisions.persist() if target else None
         if candidates is not None:
             decisions, counts["keep"], counts["eps_equivalent"] = cut_to_target(candidates, compared, cfg)
