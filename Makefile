@@ -6,10 +6,11 @@ CURATE := $(VENV)/bin/curate
 
 install: $(VENV)/.installed
 
-# The venv is reused while pyproject.toml is unchanged (the full install is ~6 GB).
-$(VENV)/.installed: pyproject.toml
+# The venv is reused while pyproject.toml and constraints.txt are unchanged (the full install is ~6 GB).
+# constraints.txt pins every package to the versions CI passed with.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 demo: install

@@ -1,5 +1,5 @@
-"""Quota allocation against independent solutions: scipy's SLSQP for the continuous QP, exhaustive
-search over integer vectors for small cases."""
+"""Quota allocation against independent solutions: an exact rational-arithmetic projection with a KKT
+certificate for the continuous QP, exhaustive search over integer vectors for small cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy.optimize import minimize
 
 from pipeline.core.config import BudgetConfig
 from pipeline.prune.allocate import (
@@ -21,23 +20,7 @@ from pipeline.prune.allocate import (
     softmax,
 )
 from pipeline.prune.keep import plan_keep
-
-
-def slsqp(target: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: float) -> np.ndarray:
-    """min ||x - target||^2 s.t. sum(x) = total, lo <= x <= hi, by a general-purpose solver (in
-    units of total / K; variables with lo == hi are fixed first, as SLSQP mishandles them)."""
-    x = lo.astype(float).copy()
-    free = np.flatnonzero(lo < hi)
-    scale = max(1.0, total / len(target))
-    t, a, b = target[free] / scale, lo[free] / scale, hi[free] / scale
-    rest = (total - x.sum() + x[free].sum()) / scale
-    x0 = np.clip(np.full(len(free), rest / max(len(free), 1)), a, b)
-    res = minimize(lambda v: np.sum((v - t) ** 2), x0, jac=lambda v: 2 * (v - t), method="SLSQP",
-                   bounds=list(zip(a, b)), constraints=[{"type": "eq", "fun": lambda v: np.sum(v) - rest}],
-                   options={"ftol": 1e-14, "maxiter": 1000})
-    assert res.success, res.message
-    x[free] = res.x * scale
-    return x
+from tests.prune.qp_reference import exact_box_simplex_projection
 
 
 def dbp_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int, float, float]:
@@ -54,7 +37,7 @@ def test_dbp_quotas_match_an_independent_qp_solution(seed: int) -> None:
     quotas = dbp_quotas(sizes, complexity, n_keep, tau, min_share)
     target = softmax(complexity, tau) * n_keep
     lo = np.minimum(dbp_min_quota(n_keep, len(sizes), min_share), sizes)
-    reference = slsqp(target, lo.astype(float), sizes.astype(float), n_keep)
+    reference = exact_box_simplex_projection(target, lo, sizes, n_keep)
     ours = project_box_simplex(target, lo, sizes, n_keep)
     np.testing.assert_allclose(ours, reference, atol=1e-4 * max(1.0, n_keep / len(sizes)))
     assert quotas.sum() == n_keep

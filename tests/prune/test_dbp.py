@@ -11,7 +11,7 @@ import pandas as pd
 from pipeline.core.runner import RunResult
 from pipeline.prune.allocate import dbp_min_quota, softmax
 from tests.prune.conftest import pool_before, removed_ids, run_dir_of, table
-from tests.prune.test_allocate import slsqp
+from tests.prune.qp_reference import exact_box_simplex_projection
 
 
 def test_demo_dbp_run_completes_with_a_balanced_ledger(dbp_run: RunResult) -> None:
@@ -36,8 +36,8 @@ def test_report_shows_kept_fraction_against_complexity(dbp_run: RunResult) -> No
 
 
 def test_dbp_quotas_equal_an_independent_qp_solution(dbp_run: RunResult) -> None:
-    """Complexity recomputed from the written tables, the bounded least-squares problem solved with
-    scipy, and the stage's integer quotas compared with it."""
+    """Complexity recomputed from the written tables, the bounded least-squares problem solved
+    exactly (tests/prune/qp_reference.py), and the stage's integer quotas compared with it."""
     pool = pool_before(dbp_run, "dbp")
     stats = pool.groupby("cluster_id")["dist_to_centroid"].agg(["size", "mean"]).sort_index()
     d_inter = table(dbp_run, "cluster/cluster_stats").set_index("cluster_id")["d_inter"]
@@ -45,7 +45,7 @@ def test_dbp_quotas_equal_an_independent_qp_solution(dbp_run: RunResult) -> None
     n_keep = math.ceil(0.3 * len(pool))
     sizes = stats["size"].to_numpy()
     lo = np.minimum(dbp_min_quota(n_keep, len(sizes), 0.5), sizes)
-    reference = slsqp(softmax(complexity, 0.5) * n_keep, lo.astype(float), sizes.astype(float), n_keep)
+    reference = exact_box_simplex_projection(softmax(complexity, 0.5) * n_keep, lo, sizes, n_keep)
 
     quotas = table(dbp_run, "dbp/quotas").set_index("cluster_id").sort_index()
     assert list(quotas.index) == list(stats.index)
