@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+import pipeline
 from pipeline.core.config import ConfigError, load_config
 from pipeline.core.io import InputError
 
@@ -17,15 +18,27 @@ def _configure_logging() -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.core.runner import run_pipeline
+    from pipeline.core.runner import plan_pipeline, run_pipeline
 
     cfg = load_config(args.config, args.set)
+    if args.dry_run:
+        for planned in plan_pipeline(cfg):
+            print(f"{planned.name:<16} {'would run' if planned.action == 'run' else 'up to date, would skip'}")
+        print(f"config and inputs are valid; nothing was written (run dir: {cfg.run_dir})")
+        return 0
     result = run_pipeline(cfg, force=args.force)
     print(json.dumps(result.ledger, indent=2))
     print(f"output shards: {result.export_dir}")
     print(f"ledger:        {cfg.run_dir}/ledger.json")
     print(f"report:        {result.report}")
     print(f"train with:    --train-data '{result.pattern}' --train-num-samples {result.ledger['kept']}")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from pipeline.core.config_reference import config_reference, format_reference
+
+    print(format_reference(config_reference()))
     return 0
 
 
@@ -95,13 +108,19 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {pipeline.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run every stage of a config (finished stages are skipped)")
     run.add_argument("config")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     run.add_argument("--force", action="store_true", help="rerun every stage")
+    run.add_argument("--dry-run", action="store_true",
+                     help="validate the config and inputs, print the stages that would run or be skipped, write nothing")
     run.set_defaults(func=_cmd_run)
+
+    config = sub.add_parser("config", help="print every config key with its type, default and meaning")
+    config.set_defaults(func=_cmd_config)
 
     stage = sub.add_parser("stage", help="rerun one stage (earlier stages must be up to date)")
     stage.add_argument("name")

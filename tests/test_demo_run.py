@@ -18,7 +18,7 @@ import webdataset as wds
 import yaml
 
 from pipeline.core.config import config_from_dict
-from pipeline.core.runner import RunResult, run_pipeline
+from pipeline.core.runner import RunResult, plan_pipeline, run_pipeline
 
 
 def demo_config(demo_dir: Path, run_dir: Path, **extra) -> dict:
@@ -166,3 +166,16 @@ def test_killed_after_ingest_rerun_skips_ingest_and_matches(demo_dir: Path, demo
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "stage ingest: up to date, skipped" in rerun.stderr
     assert file_digests(run_dir / "export") == file_digests(Path(demo_run.export_dir))
+
+
+def test_dry_run_after_a_run_plans_every_stage_as_up_to_date(demo_run: RunResult, demo_dir: Path) -> None:
+    run_dir = Path(demo_run.export_dir).parent
+    cfg = config_from_dict(demo_config(demo_dir, run_dir))
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    plan = plan_pipeline(cfg)
+    assert [p.name for p in plan] == list(demo_run.manifests)
+    assert all(p.action == "skip" for p in plan)
+    assert all(p.fingerprint == demo_run.manifests[p.name]["fingerprint"] for p in plan)
+    changed = plan_pipeline(config_from_dict(demo_config(demo_dir, run_dir, export={"samples_per_shard": 7})))
+    assert [p.action for p in changed] == ["skip"] * (len(plan) - 1) + ["run"]
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before

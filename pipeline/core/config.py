@@ -10,12 +10,13 @@ import json
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from pipeline.core.fields import setting
 from pipeline.core.model_spec import ModelSpec
 
 
@@ -32,19 +33,21 @@ def _check(ok: bool, key: str, message: str) -> None:
 class SparkConfig:
     """Session settings. Under spark-submit the cluster's own settings win and these are ignored."""
 
-    master: str = "local[*]"
-    app_name: str = "curate"
-    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
-    conf: dict[str, str] = field(default_factory=dict)
+    master: str = setting("local[*]", "Spark master of an embedded run (local[*], spark://host:7077)")
+    app_name: str = setting("curate", "Spark application name")
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = setting("WARN", "Spark's log level")
+    conf: dict[str, str] = setting(factory=dict, doc="extra Spark settings of an embedded run (spark.* keys)")
 
 
 @dataclass(frozen=True)
 class IngestConfig:
     """Caps that protect the run from hostile or broken input; samples over a cap are quarantined."""
 
-    max_pixels: int = 89_478_485  # PIL's own decompression-bomb threshold
-    max_image_bytes: int = 32 * 1024 * 1024
-    max_caption_chars: int = 4096
+    max_pixels: int = setting(
+        89_478_485, "images with more pixels (read from the header) are quarantined (PIL's bomb threshold)")
+    max_image_bytes: int = setting(
+        32 * 1024 * 1024, "image members larger than this are quarantined: image_too_large")
+    max_caption_chars: int = setting(4096, "captions longer than this are quarantined: caption_too_long")
 
     def validate(self, prefix: str) -> None:
         _check(self.max_pixels > 0, f"{prefix}.max_pixels", "must be positive")
@@ -56,14 +59,15 @@ class IngestConfig:
 class BasicFilterConfig:
     """DataComp's basic filter: caption length, image size and aspect ratio."""
 
-    enabled: bool = True
-    min_side: int = 200
-    max_aspect: float = 3.0
-    min_caption_words: int = 3
-    min_caption_chars: int = 6
+    enabled: bool = setting(True, "false: the step runs but removes nothing")
+    min_side: int = setting(200, "remove images whose shorter side is below this (pixels)")
+    max_aspect: float = setting(3.0, "remove images whose long/short side ratio exceeds this")
+    min_caption_words: int = setting(3, "remove captions with fewer words")
+    min_caption_chars: int = setting(6, "remove captions with fewer characters")
     # keep captions detected as one of these ISO 639-1 codes; () = no language rule. Needs the
     # optional detector (extra `lang`); without it the rule is skipped with a logged note.
-    languages: tuple[str, ...] = ()
+    languages: tuple[str, ...] = setting(
+        (), "keep captions detected as one of these ISO 639-1 codes; [] = no language rule (needs the [lang] extra)")
 
     def validate(self, prefix: str) -> None:
         _check(all(re.fullmatch(r"[a-z]{2,3}", code) for code in self.languages), f"{prefix}.languages",
@@ -78,7 +82,7 @@ class BasicFilterConfig:
 class ExactDedupConfig:
     """Exact dedup by content hash: the sample with the smallest sample_id of each uid is kept."""
 
-    enabled: bool = True
+    enabled: bool = setting(True, "false: the step runs but removes nothing")
 
 
 @dataclass(frozen=True)
@@ -86,11 +90,14 @@ class PhashDedupConfig:
     """Near-duplicates by 64-bit pHash: samples within `threshold` bits are linked (banding, see
     pipeline/dedup/phash.py), and of each connected group the smallest sample_id is kept."""
 
-    threshold: int = 4  # max Hamming distance; the 64 bits are split into threshold + 1 bands
-    max_bucket: int = 5000  # distinct hashes in one (band, value) bucket above which it is not joined
-    max_edges: int = 5_000_000  # linked hash pairs resolved into groups on the driver; more is an error
+    threshold: int = setting(
+        4, "max Hamming distance of near-duplicate pHashes (the 64 bits form threshold + 1 bands)")
+    max_bucket: int = setting(
+        5000, "distinct hashes in one (band, value) bucket above which it is not joined (skipped buckets are counted)")
+    max_edges: int = setting(5_000_000, "linked hash pairs resolved into groups on the driver; more is an error")
     # pHash squashes images to 32x32: also require aspect ratios within this relative change (null: off)
-    max_aspect_change: float | None = 0.02
+    max_aspect_change: float | None = setting(
+        0.02, "also require aspect ratios within this relative change (null: off)")
 
     def validate(self, prefix: str) -> None:
         _check(0 <= self.threshold <= 16, f"{prefix}.threshold", "must be in [0, 16] (bands of >= 3 bits)")
@@ -108,12 +115,14 @@ class SemDedupConfig:
     `keep_count` instead, eps is the one that keeps that many: the samples with the highest cosine
     to an earlier sample are removed (ties by sample_id), as the paper sweeps eps for a target size."""
 
-    eps: float = 0.05
-    keep_fraction: float | None = None
-    keep_count: int | None = None
-    keep: Literal["hard", "easy", "random"] = "hard"  # hard: farthest from the centroid first (kept)
-    on: Literal["image", "text", "image+text"] = "image"
-    block_size: int = 2048  # rows per similarity block: a task holds block_size² float64 at a time
+    eps: float = setting(0.05, "remove a sample whose cosine to an earlier sample of its cluster exceeds 1 - eps")
+    keep_fraction: float | None = setting(None, "instead of eps: keep this fraction of the pool (eps follows)")
+    keep_count: int | None = setting(None, "instead of eps: keep this many samples (eps follows)")
+    keep: Literal["hard", "easy", "random"] = setting(
+        "hard", "which sample of a duplicate group stays: hard (farthest from the centroid), easy, random")
+    on: Literal["image", "text", "image+text"] = setting(
+        "image", "which embeddings are compared: image, text or image+text")
+    block_size: int = setting(2048, "rows per similarity block: a task holds block_size^2 float64 at a time")
 
     def validate(self, prefix: str) -> None:
         _check(0.0 < self.eps < 1.0, f"{prefix}.eps", "must be in (0, 1)")
@@ -127,12 +136,14 @@ class DecontaminateConfig:
     `phash_threshold` bits (phash), or image-embedding cosine >= `cosine_threshold` with the embed
     stage's model (semantic). `eval_sets`: img2dataset shard folders/globs or plain image folders."""
 
-    eval_sets: tuple[str, ...] = ()
-    methods: tuple[Literal["exact", "phash", "semantic"], ...] = ("exact", "phash", "semantic")
-    phash_threshold: int = 4
-    cosine_threshold: float = 0.95
-    max_bucket: int = 5000  # as phash_dedup.max_bucket
-    batch_size: int = 64  # eval images per forward pass (on the driver)
+    eval_sets: tuple[str, ...] = setting(
+        (), "evaluation sets to remove from the pool: img2dataset shard folders/globs or image folders")
+    methods: tuple[Literal["exact", "phash", "semantic"], ...] = setting(
+        ("exact", "phash", "semantic"), "how a sample matches an eval image: exact (sha256), phash, semantic (cosine)")
+    phash_threshold: int = setting(4, "max pHash Hamming distance of a phash match")
+    cosine_threshold: float = setting(0.95, "min image-embedding cosine of a semantic match")
+    max_bucket: int = setting(5000, "as phash_dedup.max_bucket")
+    batch_size: int = setting(64, "eval images per forward pass (on the driver)")
 
     def validate(self, prefix: str) -> None:
         _check(len(set(self.methods)) == len(self.methods) and self.methods, f"{prefix}.methods",
@@ -155,13 +166,15 @@ class EmbedConfig:
     text_emb/*.npy, metadata/*.parquet, joined to samples on `join_on`).
     """
 
-    enabled: bool = False
-    model: ModelSpec | None = None
-    batch_size: int = 256
-    decode_workers: int = 2  # threads decoding/preprocessing ahead of the forward pass
-    threads: int = 0  # torch threads per task; 0 = the task's spark.task.cpus
-    precomputed: str | None = None
-    join_on: Literal["url", "key"] = "url"
+    enabled: bool = setting(False, "run the embed stage even when no step needs it")
+    model: ModelSpec | None = setting(
+        None, "the open_clip model (arch, pretrained tag or checkpoint file, cache_dir, preprocessing)")
+    batch_size: int = setting(256, "images per forward pass")
+    decode_workers: int = setting(2, "threads decoding/preprocessing ahead of the forward pass")
+    threads: int = setting(0, "torch threads per task; 0 = the task's spark.task.cpus")
+    precomputed: str | None = setting(
+        None, "a clip-retrieval output folder (img_emb/, text_emb/, metadata/) instead of a model")
+    join_on: Literal["url", "key"] = setting("url", "column joining precomputed embeddings to samples: url or key")
 
     def validate(self, prefix: str) -> None:
         _check(self.batch_size >= 1, f"{prefix}.batch_size", "must be >= 1")
@@ -211,23 +224,26 @@ class ClusterConfig:
     lowered silently: later stages' quotas depend on it). The run's `seed` seeds the sample and FAISS.
     """
 
-    enabled: bool = False
-    n_clusters: int = 1000
-    sample_size: int = 256_000  # training sample drawn uniformly (seeded) in Spark
-    iterations: int = 20
-    redo: int = 1  # train this many times (different seeds), keep the best objective
-    init: Literal["kmeans++", "random"] = "kmeans++"  # random: FAISS's own (random sample points)
-    max_points_per_centroid: int = 256
-    neighbours: int = 20  # k nearest other centroids for d_inter (capped at n_clusters - 1)
-    index: Literal["flat", "ivf"] = "flat"  # assignment index; ivf (approximate) for very large K
-    ivf_nlist: int = 0  # ivf cells over the centroids; 0: round(sqrt(n_clusters))
-    nprobe: int = 8  # ivf cells searched per point; nprobe >= nlist is exact
-    assign_batch_size: int = 65_536  # rows per FAISS search call in a task
+    enabled: bool = setting(False, "run the cluster stage even when no step needs it")
+    n_clusters: int = setting(1000, "number of k-means concepts K")
+    sample_size: int = setting(256_000, "training sample drawn uniformly (seeded) in Spark")
+    iterations: int = setting(20, "k-means iterations")
+    redo: int = setting(1, "train this many times (different seeds), keep the best objective")
+    init: Literal["kmeans++", "random"] = setting(
+        "kmeans++", "centroid initialisation: kmeans++ or random (FAISS's own)")
+    max_points_per_centroid: int = setting(256, "training points per centroid at most (FAISS's cap)")
+    neighbours: int = setting(20, "k nearest other centroids for d_inter (capped at n_clusters - 1)")
+    index: Literal["flat", "ivf"] = setting(
+        "flat", "assignment index: flat (exact) or ivf (approximate, for very large K)")
+    ivf_nlist: int = setting(0, "ivf cells over the centroids; 0: round(sqrt(n_clusters))")
+    nprobe: int = setting(8, "ivf cells searched per point; nprobe >= nlist is exact")
+    assign_batch_size: int = setting(65_536, "rows per FAISS search call in a task")
     # how assignment tasks read the embeddings: "dataframe": mapInArrow over the embeddings
     # DataFrame (Spark's Parquet reader, composes with joins/filters); "files": one task per Parquet
     # file of that DataFrame (DataFrame.inputFiles()), read with pyarrow: same outputs, ~3x less
     # CPU on list<float> columns (Spark's reader + its row-wise Arrow conversion are the cost)
-    assign_from: Literal["dataframe", "files"] = "dataframe"
+    assign_from: Literal["dataframe", "files"] = setting(
+        "dataframe", "how assignment tasks read embeddings: dataframe (Spark) or files (pyarrow per Parquet file)")
 
     def validate(self, prefix: str) -> None:
         _check(self.n_clusters >= 1, f"{prefix}.n_clusters", "must be >= 1")
@@ -246,8 +262,9 @@ class BudgetConfig:
     """A planned training budget ("Scaling Laws for Data Filtering"): keep at least
     ceil(samples_seen / max_repeats) samples, so that no sample is seen more than max_repeats times."""
 
-    samples_seen: int
-    max_repeats: float
+    samples_seen: int = setting(doc="samples the planned training run will see")
+    max_repeats: float = setting(
+        doc="no sample seen more often than this: keep at least ceil(samples_seen / max_repeats)")
 
     def validate(self, prefix: str) -> None:
         _check(self.samples_seen >= 1, f"{prefix}.samples_seen", "must be >= 1")
@@ -265,11 +282,12 @@ class DbpConfig:
     """Density-based pruning: per-cluster quotas from softmax(complexity / tau), the farthest from
     the centroid kept. How many: keep_fraction or keep_count of the alive pool, raised by `budget`."""
 
-    keep_fraction: float | None = None
-    keep_count: int | None = None
-    budget: BudgetConfig | None = None
-    tau: float = 0.5
-    min_share: float = 0.5  # per-cluster floor m = floor(min_share * N_keep / K), capped by the cluster size
+    keep_fraction: float | None = setting(None, "keep this fraction of the alive pool")
+    keep_count: int | None = setting(None, "keep this many samples")
+    budget: BudgetConfig | None = setting(
+        None, "raise the kept count to a training budget (samples_seen, max_repeats)")
+    tau: float = setting(0.5, "softmax temperature of the cluster complexities")
+    min_share: float = setting(0.5, "per-cluster floor m = floor(min_share * N_keep / K), capped by the cluster size")
 
     def validate(self, prefix: str) -> None:
         _check_keep(prefix, self.keep_fraction, self.keep_count)
@@ -281,10 +299,12 @@ class DbpConfig:
 class SspConfig:
     """Self-supervised prototypes pruning: the samples closest to their centroid are removed."""
 
-    keep_fraction: float | None = None
-    keep_count: int | None = None
-    budget: BudgetConfig | None = None
-    scope: Literal["global", "cluster"] = "global"  # cluster: every cluster keeps the same fraction
+    keep_fraction: float | None = setting(None, "keep this fraction of the alive pool")
+    keep_count: int | None = setting(None, "keep this many samples")
+    budget: BudgetConfig | None = setting(
+        None, "raise the kept count to a training budget (samples_seen, max_repeats)")
+    scope: Literal["global", "cluster"] = setting(
+        "global", "global, or cluster: every cluster keeps the same fraction")
 
     def validate(self, prefix: str) -> None:
         _check_keep(prefix, self.keep_fraction, self.keep_count)
@@ -294,10 +314,11 @@ class SspConfig:
 class RandomConfig:
     """Random baseline (seeded by the run seed): uniform, or the same quota per cluster."""
 
-    keep_fraction: float | None = None
-    keep_count: int | None = None
-    budget: BudgetConfig | None = None
-    balance: Literal["none", "cluster"] = "none"
+    keep_fraction: float | None = setting(None, "keep this fraction of the alive pool")
+    keep_count: int | None = setting(None, "keep this many samples")
+    budget: BudgetConfig | None = setting(
+        None, "raise the kept count to a training budget (samples_seen, max_repeats)")
+    balance: Literal["none", "cluster"] = setting("none", "none (uniform) or cluster (the same quota per cluster)")
 
     def validate(self, prefix: str) -> None:
         _check_keep(prefix, self.keep_fraction, self.keep_count)
@@ -309,16 +330,18 @@ class DfnConfig:
     the embed stage's clip_score: DataComp's CLIP-score filter), kept by `threshold`, `top_fraction`
     or `keep_count` (the keep_count best)."""
 
-    model: ModelSpec | None = None
-    batch_size: int = 256
-    decode_workers: int = 2
-    threads: int = 0  # torch threads per task; 0 = the task's spark.task.cpus
-    threshold: float | None = None  # keep score >= threshold
-    top_fraction: float | None = None  # keep the ceil(f * N) best of the pool
-    keep_count: int | None = None  # keep the keep_count best of the pool
-    budget: BudgetConfig | None = None  # with top_fraction or keep_count
-    quantile: Literal["exact", "approximate"] = "exact"
-    relative_error: float = 0.001  # approximate: the kept count is within +-relative_error * N of the target
+    model: ModelSpec | None = setting(None, "the filtering network (open_clip); null: the embed stage's clip_score")
+    batch_size: int = setting(256, "images per forward pass")
+    decode_workers: int = setting(2, "threads decoding/preprocessing ahead of the forward pass")
+    threads: int = setting(0, "torch threads per task; 0 = the task's spark.task.cpus")
+    threshold: float | None = setting(None, "keep samples with score >= threshold")
+    top_fraction: float | None = setting(None, "keep the ceil(f * N) best of the pool")
+    keep_count: int | None = setting(None, "keep the keep_count best of the pool")
+    budget: BudgetConfig | None = setting(
+        None, "with top_fraction or keep_count: raise the kept count to a training budget")
+    quantile: Literal["exact", "approximate"] = setting(
+        "exact", "exact (sort + rank) or approximate (Spark's approxQuantile)")
+    relative_error: float = setting(0.001, "approximate: the kept count is within +-relative_error * N of the target")
 
     def validate(self, prefix: str) -> None:
         _check(self.batch_size >= 1, f"{prefix}.batch_size", "must be >= 1")
@@ -338,18 +361,20 @@ class ImageBasedConfig:
     target-set image. `target`: img2dataset shards (embedded with embed.model) or .npy image
     embeddings (a file or a folder of them)."""
 
-    target: str | None = None
+    target: str | None = setting(
+        None, "target set: img2dataset shards (embedded with embed.model) or .npy image embeddings")
 
 
 @dataclass(frozen=True)
 class ExportConfig:
     """Output WebDataset shards."""
 
-    samples_per_shard: int = 10_000
-    max_shard_bytes: int | None = None  # also start a new shard near this many bytes (webdataset's maxsize)
+    samples_per_shard: int = setting(10_000, "samples per output tar at most")
+    max_shard_bytes: int | None = setting(None, "also start a new shard near this many bytes (webdataset's maxsize)")
     # shuffle: seeded by the run seed; source: by sample_id; cluster: grouped by cluster id, seeded inside
-    order: Literal["shuffle", "source", "cluster"] = "shuffle"
-    include_embeddings: bool = False  # image_emb and text_emb columns in the output Parquet
+    order: Literal["shuffle", "source", "cluster"] = setting(
+        "shuffle", "sample order: shuffle (seeded), source (by sample_id), cluster (grouped by cluster, seeded inside)")
+    include_embeddings: bool = setting(False, "image_emb and text_emb columns in the output Parquet")
 
     def validate(self, prefix: str) -> None:
         _check(self.samples_per_shard > 0, f"{prefix}.samples_per_shard", "must be positive")
@@ -361,26 +386,28 @@ class ExportConfig:
 class RunConfig:
     """A whole run. `input` is a directory of img2dataset shards, a glob or a brace pattern of tars."""
 
-    input: str
-    run_dir: str
-    seed: int = 0
+    input: str = setting(
+        doc="img2dataset shards: a folder, a glob or a brace pattern of tars (local or an fsspec URL)")
+    run_dir: str = setting(doc="where the run writes every stage's output, the ledger and the report")
+    seed: int = setting(0, "seed of every random choice (sampling, k-means, shuffles)")
     # Sample-removing steps in run order; each sees only what the steps before it kept.
-    steps: tuple[str, ...] = ("basic_filter", "exact_dedup")
-    spark: SparkConfig = field(default_factory=SparkConfig)
-    ingest: IngestConfig = field(default_factory=IngestConfig)
-    basic_filter: BasicFilterConfig = field(default_factory=BasicFilterConfig)
-    exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
-    phash_dedup: PhashDedupConfig = field(default_factory=PhashDedupConfig)
-    semdedup: SemDedupConfig = field(default_factory=SemDedupConfig)
-    decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
-    embed: EmbedConfig = field(default_factory=EmbedConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    dbp: DbpConfig = field(default_factory=DbpConfig)
-    ssp: SspConfig = field(default_factory=SspConfig)
-    random: RandomConfig = field(default_factory=RandomConfig)
-    dfn: DfnConfig = field(default_factory=DfnConfig)
-    image_based: ImageBasedConfig = field(default_factory=ImageBasedConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
+    steps: tuple[str, ...] = setting(
+        ("basic_filter", "exact_dedup"), "sample-removing steps in run order; each sees what the earlier ones kept")
+    spark: SparkConfig = setting(factory=SparkConfig, doc="Spark session of an embedded run")
+    ingest: IngestConfig = setting(factory=IngestConfig, doc="input caps")
+    basic_filter: BasicFilterConfig = setting(factory=BasicFilterConfig, doc="DataComp's basic filter")
+    exact_dedup: ExactDedupConfig = setting(factory=ExactDedupConfig, doc="exact dedup by content hash")
+    phash_dedup: PhashDedupConfig = setting(factory=PhashDedupConfig, doc="near-duplicates by pHash")
+    semdedup: SemDedupConfig = setting(factory=SemDedupConfig, doc="SemDeDup within concept clusters")
+    decontaminate: DecontaminateConfig = setting(factory=DecontaminateConfig, doc="removal of eval-set images")
+    embed: EmbedConfig = setting(factory=EmbedConfig, doc="open_clip embeddings")
+    cluster: ClusterConfig = setting(factory=ClusterConfig, doc="spherical k-means concepts")
+    dbp: DbpConfig = setting(factory=DbpConfig, doc="density-based pruning")
+    ssp: SspConfig = setting(factory=SspConfig, doc="self-supervised prototypes pruning")
+    random: RandomConfig = setting(factory=RandomConfig, doc="random baseline")
+    dfn: DfnConfig = setting(factory=DfnConfig, doc="DFN-style / CLIP-score filter")
+    image_based: ImageBasedConfig = setting(factory=ImageBasedConfig, doc="DataComp's image-based filter")
+    export: ExportConfig = setting(factory=ExportConfig, doc="output WebDataset shards")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data view, as saved in the run directory."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.core.fields import setting
+
 SCHEMA_PREFIXES = ("hf-hub:", "local-dir:")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
@@ -13,16 +15,16 @@ PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 class ModelSpec:
     """Which CLIP model to load and how to preprocess its input (hashable: a cache key)."""
 
-    arch: str  # open_clip model name ("ViT-B-32", "curate-tiny") or "hf-hub:org/repo"
-    pretrained: str | None = None  # pretrained tag or local checkpoint file; None = random init
-    cache_dir: str | None = None  # open_clip / Hugging Face cache directory
-    allow_random: bool = False  # must be True to run with random weights (pretrained=None)
-    image_size: int | None = None  # overrides; None = what the weights were trained with
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-    interpolation: str | None = None  # "bicubic" | "bilinear" | "random"
-    resize_mode: str | None = None  # "shortest" | "longest" | "squash"
-    precision: str = "auto"  # "auto" (fp32 on CPU, fp16 autocast on CUDA) | "fp32" | "fp16" | "bf16"
+    arch: str = setting(doc="open_clip model name (ViT-B-32, curate-tiny) or hf-hub:org/repo / local-dir:path")
+    pretrained: str | None = setting(None, "pretrained tag or local checkpoint file; null = random init")
+    cache_dir: str | None = setting(None, "open_clip / Hugging Face cache directory")
+    allow_random: bool = setting(False, "must be true to run with random weights (pretrained null)")
+    image_size: int | None = setting(None, "input size override; null = what the weights were trained with")
+    mean: tuple[float, float, float] | None = setting(None, "normalisation mean override (RGB)")
+    std: tuple[float, float, float] | None = setting(None, "normalisation std override (RGB)")
+    interpolation: str | None = setting(None, "resize interpolation override: bicubic, bilinear, random")
+    resize_mode: str | None = setting(None, "resize mode override: shortest, longest, squash")
+    precision: str = setting("auto", "auto (fp32 on CPU, fp16 autocast on CUDA), fp32, fp16 or bf16")
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -99,6 +99,29 @@ def run_pipeline(cfg: RunConfig, force: bool = False) -> RunResult:
     return RunResult(manifests, ledger, ctx.stage_dir("export"), export["pattern"], report)
 
 
+@dataclass(frozen=True)
+class PlannedStage:
+    """What `curate run` would do with one stage: run it, or skip it as up to date."""
+
+    name: str
+    action: str  # "run" | "skip"
+    fingerprint: str
+
+
+def plan_pipeline(cfg: RunConfig) -> list[PlannedStage]:
+    """The stages a run of `cfg` would run and skip, from the config, the inputs and the run dir's
+    manifests alone: no Spark session, nothing written."""
+    io.list_shards(cfg.input)
+    stages = pipeline_stages(cfg)
+    ctx = RunContext(cfg=cfg, spark=None)  # type: ignore[arg-type]  # planning reads no table
+    plan = []
+    for stage in stages:
+        fp = stage.fingerprint(ctx)[0]
+        plan.append(PlannedStage(stage.name, "skip" if stage.is_up_to_date(ctx) else "run", fp))
+        stage.record(ctx, fp)
+    return plan
+
+
 def run_one_stage(cfg: RunConfig, name: str) -> dict[str, Any]:
     """Rerun one stage; every stage before it must be finished and up to date."""
     stages = pipeline_stages(cfg)

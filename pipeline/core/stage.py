@@ -119,7 +119,8 @@ class Stage:
         manifest_path = f"{out_dir}/{MANIFEST}"
         if not force and self.is_up_to_date(ctx):
             log.info("stage %s: up to date, skipped", self.name)
-            return self._finish(ctx, fp, io.read_json(manifest_path))
+            self.record(ctx, fp)
+            return io.read_json(manifest_path)
         self._prepare(out_dir, fp, force)
         started = time.time()
         log.info("stage %s: running", self.name)
@@ -141,7 +142,8 @@ class Stage:
         if self.resumable:
             io.remove(f"{out_dir}/{PENDING}")
         log.info("stage %s: done in %.1fs", self.name, manifest["seconds"])
-        return self._finish(ctx, fp, manifest)
+        self.record(ctx, fp)
+        return manifest
 
     def _prepare(self, out_dir: str, fp: str, force: bool) -> None:
         pending = f"{out_dir}/{PENDING}"
@@ -156,11 +158,11 @@ class Stage:
         if self.resumable:
             io.write_json_atomic(pending, {"fingerprint": fp})
 
-    def _finish(self, ctx: RunContext, fp: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    def record(self, ctx: RunContext, fp: str) -> None:
+        """Note in `ctx` that this stage is done with fingerprint `fp` (later stages build on it)."""
         ctx.fingerprints[self.name] = fp
         if self.removes_samples:
             ctx.decision_stages.append(self.name)
-        return manifest
 
 
 def table_df(ctx: RunContext, stage: str, folder: str, schema: pa.Schema) -> DataFrame:
