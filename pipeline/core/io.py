@@ -54,13 +54,22 @@ def shard_names(paths: list[str]) -> dict[str, str]:
     return {p: posixpath.relpath(p, root)[: -len(".tar")] for p in paths}
 
 
+def _modified(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """A file's modification time as text ("" where the filesystem does not keep one)."""
+    try:
+        return fs.modified(path).isoformat()
+    except (NotImplementedError, AttributeError, KeyError):
+        return ""
+
+
 def fingerprint_files(paths: list[str]) -> str:
-    """A cheap fingerprint of input files: their paths and sizes (a changed shard changes it)."""
+    """A cheap fingerprint of input files: their paths, sizes and modification times (a changed,
+    replaced or touched file changes it)."""
     h = hashlib.sha256()
     for p in sorted(paths):
         fs, path = filesystem(p)
-        size = fs.size(path) if fs.exists(path) else -1
-        h.update(f"{p}\t{size}\n".encode())
+        stamp = f"{fs.size(path)}\t{_modified(fs, path)}" if fs.exists(path) else "-1"
+        h.update(f"{p}\t{stamp}\n".encode())
     return h.hexdigest()
 
 

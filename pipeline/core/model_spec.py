@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.core.fields import setting
 
@@ -50,3 +51,21 @@ class ModelSpec:
         """The preprocessing values set explicitly on this spec (image_size is applied to the model)."""
         values = {key: getattr(self, key) for key in PREPROCESS_KEYS}
         return {key: value for key, value in values.items() if value is not None}
+
+
+def model_files(spec: ModelSpec) -> list[str]:
+    """The local files whose content `spec` loads, for fingerprints: a checkpoint file given as
+    `pretrained`, every file of a `local-dir:` folder, or the `cache_dir` entries of an `hf-hub:`
+    repo or a pretrained tag (a tag or an id names weights only as long as the cache holds them)."""
+    files: list[str] = []
+    if spec.pretrained is not None and Path(spec.pretrained).is_file():
+        files.append(str(Path(spec.pretrained).resolve()))
+    roots = []
+    if spec.arch.startswith("local-dir:"):
+        roots.append(Path(spec.arch[len("local-dir:"):]))
+    if spec.cache_dir is not None and (spec.pretrained is not None or spec.arch.startswith("hf-hub:")):
+        roots.append(Path(spec.cache_dir))
+    for root in roots:
+        if root.is_dir():
+            files += sorted({str(p.resolve()) for p in root.rglob("*") if p.is_file()})
+    return files

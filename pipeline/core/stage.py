@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
 import schemas
-import schemas.tables
 
 import pipeline
 from pipeline.core import io
+from pipeline.core.code_version import code_hash
 from pipeline.core.config import RunConfig
+from pipeline.core.model_spec import ModelSpec, model_files
 
 log = logging.getLogger("curate")
 
@@ -84,20 +83,29 @@ class Stage:
             return section
         return json.dumps({self.name: json.loads(section), "seed": cfg.seed}, sort_keys=True)
 
+    def external_files(self, cfg: RunConfig) -> list[str]:
+        """Files outside the run that the stage reads (checkpoints, eval sets, target sets): their
+        paths, sizes and modification times are in the input fingerprint. By default the local
+        weights of the section's `model`, if it has one."""
+        section = getattr(cfg, self.name, None)
+        spec = getattr(section, "model", None)
+        return model_files(spec) if isinstance(spec, ModelSpec) else []
+
     def input_fingerprint(self, ctx: RunContext) -> str:
         """Identity of the stage's inputs: by default the fingerprints of every stage before it, so a
-        change anywhere upstream reruns this stage."""
-        return digest(*ctx.fingerprints.values())
+        change anywhere upstream reruns this stage, and its external files."""
+        files = self.external_files(ctx.cfg)
+        external = (io.fingerprint_files(files),) if files else ()
+        return digest(*ctx.fingerprints.values(), *external)
 
     def execute(self, ctx: RunContext, out_dir: str) -> dict[str, Any]:
         """Do the work into `out_dir`; return counts for the manifest."""
         raise NotImplementedError
 
     def code_version(self) -> str:
-        """The package version plus a hash of this stage's module and the table schemas: editing
-        either reruns the stage."""
-        sources = [inspect.getsourcefile(type(self)), inspect.getsourcefile(schemas.tables)]
-        return f"{pipeline.__version__}+{digest(*(Path(s).read_text() for s in sources))[:12]}"
+        """The package version plus a hash of the code of every product module this stage's module
+        imports, directly or not (schemas included): editing any of them reruns the stage."""
+        return f"{pipeline.__version__}+{code_hash(type(self).__module__)[:12]}"
 
     def fingerprint(self, ctx: RunContext) -> tuple[str, str, str]:
         """(fingerprint, config hash, input fingerprint) of this stage in this run."""

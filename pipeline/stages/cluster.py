@@ -30,13 +30,11 @@ where FAISS loads another SIMD build, may differ in the last bits.
 
 from __future__ import annotations
 
-import inspect
 import io as pyio
 import logging
 import time
 from collections.abc import Iterable, Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import faiss
@@ -48,7 +46,6 @@ from pyspark import TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipeline.cluster import kmeans
 from pipeline.cluster.broadcast import BroadcastIndex, rebatch
 from pipeline.cluster.kmeans import (
     DIST_SCALE,
@@ -67,7 +64,7 @@ from pipeline.cluster.kmeans import (
 )
 from pipeline.core import io
 from pipeline.core.config import ConfigError
-from pipeline.core.stage import RunContext, Stage, digest, embeddings_df, table_df
+from pipeline.core.stage import RunContext, Stage, embeddings_df, table_df
 from schemas import ASSIGNMENTS, CENTROIDS, CLUSTER_STATS
 
 log = logging.getLogger("curate")
@@ -274,11 +271,6 @@ class Cluster(Stage):
     name = STAGE
     needs = ("embed",)
     seeded = True  # the seed draws the training sample and seeds FAISS
-
-    def code_version(self) -> str:
-        # the algorithm lives in pipeline/cluster/kmeans.py: editing it reruns the stage too
-        source = Path(inspect.getsourcefile(kmeans)).read_text()
-        return f"{super().code_version()}+{digest(source)[:12]}"
 
     def execute(self, ctx: RunContext, out_dir: str) -> dict[str, Any]:
         cfg = ctx.cfg.cluster

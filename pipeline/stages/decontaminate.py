@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 from pipeline.core import io
 from pipeline.core.config import DecontaminateConfig, RunConfig
 from pipeline.core.decisions import DecisionStage, write_decisions
-from pipeline.core.stage import RunContext, alive_df, digest, embeddings_df, table_df
+from pipeline.core.stage import RunContext, alive_df, embeddings_df, table_df
 from pipeline.dedup.eval_sets import EvalImage, embed_images, eval_set_files, eval_table, read_eval_set
 from pipeline.dedup.nearest import MATCHES, write_nearest
 from pipeline.dedup.phash import hash_pairs
@@ -88,9 +88,8 @@ class Decontaminate(DecisionStage):
     def thresholds(self, cfg: RunConfig) -> dict[str, float]:
         return {"eval_phash": cfg.decontaminate.phash_threshold, "eval_semantic": cfg.decontaminate.cosine_threshold}
 
-    def input_fingerprint(self, ctx: RunContext) -> str:
-        files = [path for spec in ctx.cfg.decontaminate.eval_sets for path in eval_set_files(spec)]
-        return digest(super().input_fingerprint(ctx), io.fingerprint_files(files))
+    def external_files(self, cfg: RunConfig) -> list[str]:
+        return [path for spec in cfg.decontaminate.eval_sets for path in eval_set_files(spec)]
 
     def execute(self, ctx: RunContext, out_dir: str) -> dict[str, Any]:
         cfg = ctx.cfg.decontaminate

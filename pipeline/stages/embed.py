@@ -20,6 +20,7 @@ from pyspark import TaskContext
 from pyspark.sql import DataFrame
 
 from pipeline.core import io
+from pipeline.core.config import RunConfig
 from pipeline.core.decisions import no_decisions, write_decisions
 from pipeline.core.model_spec import ModelSpec
 from pipeline.core.progress import RateLogger
@@ -136,6 +137,12 @@ class Embed(Stage):
     name = "embed"
     resumable = True
     removes_samples = True
+
+    def external_files(self, cfg: RunConfig) -> list[str]:
+        if cfg.embed.precomputed is None:
+            return super().external_files(cfg)
+        fs, root = io.filesystem(cfg.embed.precomputed)
+        return sorted(io.with_protocol(fs, path, cfg.embed.precomputed) for path in fs.find(root))
 
     def execute(self, ctx: RunContext, out_dir: str) -> dict[str, Any]:
         cfg = ctx.cfg.embed

@@ -23,7 +23,7 @@ from pyspark.sql import types as T
 
 from pipeline.cluster.kmeans import assign, build_index, normalize_rows
 from pipeline.core import io
-from pipeline.core.config import ConfigError
+from pipeline.core.config import ConfigError, RunConfig
 from pipeline.core.stage import RunContext
 from pipeline.core.tars import iter_tar_samples
 from pipeline.core.tasks import run_grouped
@@ -130,6 +130,10 @@ class ImageBased(PruneStep):
 
     name = "image_based"
     needs = ("embed", "cluster")
+
+    def external_files(self, cfg: RunConfig) -> list[str]:
+        target = cfg.image_based.target
+        return npy_files(target) or io.list_shards(target) if target is not None else []
 
     def prune(self, alive: DataFrame, ctx: RunContext, out_dir: str) -> tuple[DataFrame, dict[str, Any]]:
         from pipeline.stages.cluster import centroids
