@@ -70,6 +70,15 @@ class Stage:
         needs depend on its config overrides this)."""
         return self.needs
 
+    # per decision reason, what its `score` measures (the x axis of the report's histogram)
+    score_labels: ClassVar[dict[str, str]] = {}
+
+    def kept_scores(self, ctx: RunContext, kept: DataFrame) -> dict[str, DataFrame]:
+        """Per decision reason, (sample_id, score) of the `kept` samples (sample_id, uid) under
+        this stage's rule, where the rule scores a sample on its own (the report draws them beside
+        the removed ones); none by default (e.g. a duplicate's score needs its pair)."""
+        return {}
+
     def thresholds(self, cfg: RunConfig) -> dict[str, float]:
         """Per decision reason, the value this stage compares the decision's `score` with (the run
         report draws it on that reason's score histogram); none by default."""

@@ -24,6 +24,11 @@ def clustered_pool(ctx: RunContext, alive: DataFrame) -> DataFrame:
     return alive.select("sample_id", "uid").join(assigned, "sample_id")
 
 
+def centroid_distances(ctx: RunContext, samples: DataFrame) -> DataFrame:
+    """(sample_id, score = dist_to_centroid) of the `samples` (sample_id, uid) that have a cluster."""
+    return clustered_pool(ctx, samples).select("sample_id", F.col("dist_to_centroid").alias("score"))
+
+
 def with_global_rank(df: DataFrame, order: Sequence[Column]) -> DataFrame:
     """`df` plus `_rank` (0-based, long): each row's exact position in `order` over the whole table.
 

@@ -14,6 +14,7 @@ from pipeline.report.data import (
     decision_scores,
     duplicate_groups,
     ledger_flow,
+    sample_statistics,
     stage_times,
     thumbnail_rows,
 )
@@ -58,6 +59,7 @@ def report_data(ctx: RunContext, stages: Sequence[Stage], manifests: dict[str, d
         "clip_score": clip_scores(ctx),
         "scores": decision_scores(ctx, stages),
         "duplicates": duplicate_groups(ctx),
+        "samples": sample_statistics(ctx),
         "export": {"shards": len(export["shards"]), "count": export["count"], "bytes": export["bytes"],
                    "pattern": export["pattern"], "config_hash": export["config_hash"]},
         "thumbnails": {

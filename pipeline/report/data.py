@@ -8,7 +8,7 @@ returns plain data (what `report.json` holds); a section a run has no data for i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import reduce
 from typing import Any
 
@@ -17,6 +17,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from pipeline.core import io
+from pipeline.core.sample_columns import aspect_ratio, caption_chars, short_side
+from pipeline.language import caption_language, detector_available
 from pipeline.core.stage import RunContext, Stage, decisions_df, embeddings_df, samples_df
 from pipeline.prune.select import seeded_hash
 from schemas import EXPORT_ROWS, spark_schema
@@ -108,16 +110,85 @@ def _ordered(groups: dict[tuple[str, str], Any], decision_stages: Sequence[str])
 
 
 def decision_scores(ctx: RunContext, stages: Sequence[Stage]) -> list[dict[str, Any]]:
-    """Histograms of the decision `score` per (stage, reason) that has scores, with the threshold
-    the stage compared it to when the stage declares one (`Stage.thresholds(cfg)`)."""
+    """Per (stage, reason) that has scores: histograms of the removed samples' `score` and, where
+    the stage's rule scores a sample on its own (`Stage.kept_scores`), of the kept samples' score
+    under the same rule, on the same bins; the threshold the stage compared it to when it declares
+    one (`Stage.thresholds(cfg)`), and what the score measures (`Stage.score_labels`)."""
     decisions = all_decisions(ctx)
     if decisions is None:
         return []
+    kept = kept_df(ctx).select("sample_id", "uid")
+    parts = [decisions.select("stage", "reason", "score", F.lit("removed").alias("set"))]
+    kept_scored = set()
+    for stage in stages:
+        if stage.name not in ctx.decision_stages:
+            continue
+        for reason, scores in stage.kept_scores(ctx, kept).items():
+            kept_scored.add((stage.name, reason))
+            parts.append(scores.select(F.lit(stage.name).alias("stage"), F.lit(reason).alias("reason"), "score",
+                                       F.lit("kept").alias("set")))
+    removed_groups = {(r["stage"], r["reason"]) for r in decisions.select("stage", "reason").distinct().collect()}
+    scored = reduce(DataFrame.unionByName, parts)
     thresholds = {(s.name, reason): value for s in stages for reason, value in s.thresholds(ctx.cfg).items()}
-    hists = histograms(decisions, ["stage", "reason"], "score", include={k: [v] for k, v in thresholds.items()})
-    return [{"stage": stage, "reason": reason, "edges": h["edges"], "counts": h["counts"]["all"],
-             "threshold": thresholds.get((stage, reason))}
-            for (stage, reason), h in _ordered(hists, ctx.decision_stages)]
+    labels = {(s.name, reason): label for s in stages for reason, label in s.score_labels.items()}
+    hists = histograms(scored, ["stage", "reason"], "score", split="set",
+                       include={k: [v] for k, v in thresholds.items()})
+    out = []
+    for (stage, reason), h in _ordered(hists, ctx.decision_stages):
+        if (stage, reason) not in removed_groups or "removed" not in h["counts"]:
+            continue  # the rule removed nothing with a score: no histogram of it
+        zeros = [0] * (len(h["edges"]) - 1)
+        out.append({"stage": stage, "reason": reason, "edges": h["edges"], "counts": h["counts"]["removed"],
+                    "kept": h["counts"].get("kept", zeros) if (stage, reason) in kept_scored else None,
+                    "threshold": thresholds.get((stage, reason)),
+                    "label": labels.get((stage, reason), "score the rule compared")})
+    return out
+
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+# the numbers that describe a sample, as columns of the samples table
+SAMPLE_METRICS: dict[str, tuple[str, Callable[[], Column]]] = {
+    "short_side": ("shorter side (pixels)", short_side),
+    "aspect_ratio": ("aspect ratio (long side / short side)", aspect_ratio),
+    "caption_chars": ("caption length (characters)", lambda: caption_chars(F.col("caption"))),
+}
+
+
+def sample_statistics(ctx: RunContext) -> dict[str, Any]:
+    """The output set beside what the steps removed (usable samples only): per metric of
+    SAMPLE_METRICS a histogram of kept and removed with their exact quantiles, the image format
+    mix, and the caption languages when the run detected them (basic_filter.languages)."""
+    kept_ids = kept_df(ctx).select("sample_id", F.lit("kept").alias("set"))
+    usable = (samples_df(ctx).where("quarantine_reason IS NULL")
+              .join(kept_ids, "sample_id", "left").withColumn("set", F.coalesce("set", F.lit("removed"))))
+    metric = F.explode(F.array(*[F.struct(F.lit(name).alias("metric"), column().cast("double").alias("value"))
+                                 for name, (_, column) in SAMPLE_METRICS.items()])).alias("m")
+    long = usable.select("set", metric).select("set", "m.metric", "m.value")
+    hists = histograms(long, ["metric"], "value", split="set")
+    quantiles = {(r["metric"], r["set"]): [float(v) for v in r["q"]] for r in long.where(F.col("value").isNotNull())
+                 .groupBy("metric", "set").agg(F.percentile("value", list(QUANTILES)).alias("q")).collect()}
+    metrics = []
+    for name, (label, _) in SAMPLE_METRICS.items():
+        h = hists.get((name,))
+        if h is None:
+            continue
+        zeros = [0] * (len(h["edges"]) - 1)
+        metrics.append({"metric": name, "label": label, "edges": h["edges"],
+                        "kept": h["counts"].get("kept", zeros), "removed": h["counts"].get("removed", zeros),
+                        "quantiles": {s: dict(zip(map(str, QUANTILES), quantiles[(name, s)]))
+                                      for s in ("kept", "removed") if (name, s) in quantiles}})
+    formats: dict[str, dict[str, int]] = {}
+    for r in usable.groupBy("set", F.coalesce("image_ext", F.lit("none")).alias("ext")).count().collect():
+        formats.setdefault(r["ext"], {"kept": 0, "removed": 0})[r["set"]] = r["count"]
+    languages = None
+    if "basic_filter" in ctx.decision_stages and ctx.cfg.basic_filter.languages and detector_available():
+        languages = {}
+        rows = usable.select("set", caption_language(F.col("caption")).lang.alias("lang"))
+        for r in rows.groupBy("set", F.coalesce("lang", F.lit("none")).alias("lang")).count().collect():
+            languages.setdefault(r["lang"], {"kept": 0, "removed": 0})[r["set"]] = r["count"]
+    return {"metrics": metrics, "formats": dict(sorted(formats.items())),
+            "languages": dict(sorted(languages.items())) if languages is not None else None}
 
 
 def duplicate_groups(ctx: RunContext) -> list[dict[str, Any]]:

@@ -91,10 +91,49 @@ def _scores(r: dict[str, Any]) -> str:
     out = []
     for i, h in enumerate(r["scores"]):
         thresholds = [("threshold", h["threshold"])] if h["threshold"] is not None else []
-        out.append(f"<h3>{escape(h['stage'])}: {escape(h['reason'])} ({sum(h['counts']):,} removed)</h3>")
-        out.append(svg.histogram_chart(h["edges"], [("removed", h["counts"], svg.color(i))], thresholds,
-                                       "score the rule compared", "samples", f"{h['stage']} {h['reason']}",
-                                       height=200))
+        series = [("removed", h["counts"], svg.color(i + 1))]
+        note = "kept samples have no score under this rule (it scores pairs or matches)"
+        if h["kept"] is not None:
+            series.append(("kept (in the output)", h["kept"], svg.KEPT_COLOR))
+            note = f"{sum(h['kept']):,} kept samples scored by the same rule"
+        out.append(f"<h3>{escape(h['stage'])}: {escape(h['reason'])} ({sum(h['counts']):,} removed; "
+                   f"{escape(note)})</h3>")
+        out.append(svg.histogram_chart(h["edges"], series, thresholds, h["label"], "samples",
+                                       f"{h['stage']} {h['reason']}", height=220))
+    return "".join(out)
+
+
+def _quantile_table(quantiles: dict[str, dict[str, float]]) -> str:
+    if not quantiles:
+        return ""
+    levels = list(next(iter(quantiles.values())))
+    head = "".join(f"<th>q{float(q) * 100:g}</th>" for q in levels)
+    rows = "".join(f"<tr><td>{escape(s)}</td>" + "".join(f"<td>{svg.fmt(v)}</td>" for v in qs.values()) + "</tr>"
+                   for s, qs in quantiles.items())
+    return f"<table><tr><th></th>{head}</tr>{rows}</table>"
+
+
+def _mix(title: str, mix: dict[str, dict[str, int]]) -> str:
+    rows = "".join(f"<tr><td>{escape(k)}</td><td>{v['kept']:,}</td><td>{v['removed']:,}</td></tr>" for k, v in mix.items())
+    return f"<h3>{escape(title)}</h3><table><tr><th></th><th>kept</th><th>removed</th></tr>{rows}</table>"
+
+
+def _samples(r: dict[str, Any]) -> str:
+    s = r["samples"]
+    if not s["metrics"]:
+        return _empty("No usable sample in this run.")
+    out = []
+    for m in s["metrics"]:
+        series = [("kept", m["kept"], svg.KEPT_COLOR), ("removed by a step", m["removed"], svg.PALETTE[2])]
+        out.append(f"<h3>{escape(m['label'])}</h3>")
+        out.append(svg.histogram_chart(m["edges"], series, [], m["label"], "samples", m["metric"], height=220))
+        out.append(_quantile_table(m["quantiles"]))
+    out.append(_mix("image format", s["formats"]))
+    if s["languages"] is None:
+        out.append('<p class="meta">Caption languages were not detected in this run (basic_filter.languages is '
+                   "empty, or the [lang] extra is not installed).</p>")
+    else:
+        out.append(_mix("caption language", s["languages"]))
     return "".join(out)
 
 
@@ -135,7 +174,8 @@ SECTIONS: dict[str, tuple[str, Renderer]] = {
     "plot-cluster-sizes": ("Cluster sizes", lambda r, _: _cluster_sizes(r)),
     "plot-cluster-kept": ("Kept fraction per cluster vs. cluster complexity", lambda r, _: _cluster_kept(r)),
     "plot-clip-score": ("CLIP score", lambda r, _: _clip_score(r)),
-    "plot-scores": ("Decision scores and thresholds", lambda r, _: _scores(r)),
+    "plot-samples": ("The output set: kept beside removed", lambda r, _: _samples(r)),
+    "plot-scores": ("Decision scores and thresholds: removed beside kept", lambda r, _: _scores(r)),
     "plot-duplicates": ("Duplicate group sizes", lambda r, _: _duplicates(r)),
     "plot-thumbnails": ("Samples: kept, and removed per reason", _thumbnails),
 }

@@ -10,16 +10,11 @@ from pyspark.sql import functions as F
 
 from pipeline.core.config import RunConfig
 from pipeline.core.decisions import DecisionStage
-from pipeline.core.stage import RunContext
+from pipeline.core.sample_columns import aspect_ratio, caption_chars, caption_words, short_side
+from pipeline.core.stage import RunContext, samples_df
 from pipeline.language import caption_language, detector_available
 
 log = logging.getLogger("curate")
-
-
-def caption_words(caption: Column) -> Column:
-    """Whitespace-separated words of a caption (0 for a null or blank caption)."""
-    trimmed = F.trim(F.coalesce(caption, F.lit("")))
-    return F.when(trimmed == "", F.lit(0)).otherwise(F.size(F.split(trimmed, r"\s+")))
 
 
 def active_languages(languages: tuple[str, ...]) -> tuple[str, ...]:
@@ -36,6 +31,16 @@ class BasicFilter(DecisionStage):
     caption_language (score: the detector's probability of the language it found)."""
 
     name = "basic_filter"
+    score_labels = {"image_too_small": "shorter side (pixels)", "aspect_ratio": "aspect ratio (long side / short side)",
+                    "caption_too_short": "caption words",
+                    "caption_language": "detector probability of the caption's language"}
+
+    def kept_scores(self, ctx: RunContext, kept: DataFrame) -> dict[str, DataFrame]:
+        """Shorter side, aspect ratio and caption words of the kept samples."""
+        rows = samples_df(ctx).join(kept.select("sample_id"), "sample_id", "left_semi")
+        metrics = {"image_too_small": short_side(), "aspect_ratio": aspect_ratio(),
+                   "caption_too_short": caption_words(F.col("caption"))}
+        return {reason: rows.select("sample_id", metric.cast("double").alias("score")) for reason, metric in metrics.items()}
 
     def thresholds(self, cfg: RunConfig) -> dict[str, float]:
         """The value each reason's `score` is compared with (shown on the report's histograms)."""
@@ -46,17 +51,16 @@ class BasicFilter(DecisionStage):
         cfg = ctx.cfg.basic_filter
         if not cfg.enabled:
             alive = alive.limit(0)
-        short_side = F.least("width", "height")
-        aspect = F.greatest("width", "height") / F.greatest(short_side, F.lit(1))
+        short, aspect = short_side(), aspect_ratio()
         words = caption_words(F.col("caption"))
-        chars = F.length(F.trim(F.coalesce(F.col("caption"), F.lit(""))))
+        chars = caption_chars(F.col("caption"))
         reason = (
-            F.when(short_side < cfg.min_side, F.lit("image_too_small"))
+            F.when(short < cfg.min_side, F.lit("image_too_small"))
             .when(aspect > cfg.max_aspect, F.lit("aspect_ratio"))
             .when((words < cfg.min_caption_words) | (chars < cfg.min_caption_chars), F.lit("caption_too_short"))
         )
         score = (
-            F.when(reason == "image_too_small", short_side.cast("double"))
+            F.when(reason == "image_too_small", short.cast("double"))
             .when(reason == "aspect_ratio", aspect.cast("double"))
         )
         languages = active_languages(cfg.languages)

@@ -25,7 +25,7 @@ from pipeline.core import io
 from pipeline.core.stage import RunContext
 from pipeline.prune.allocate import dbp_min_quota, dbp_quotas, softmax
 from pipeline.prune.keep import log_plan, plan_keep
-from pipeline.prune.select import beyond_quota, clustered_pool, decisions
+from pipeline.prune.select import beyond_quota, centroid_distances, clustered_pool, decisions
 from pipeline.prune.step import PruneStep
 from schemas import DBP_QUOTAS
 
@@ -52,6 +52,11 @@ class Dbp(PruneStep):
     removes the rest with reason `dbp_pruned`, score = dist_to_centroid."""
 
     name = "dbp"
+    score_labels = {"dbp_pruned": "distance to the cluster centroid (1 - cosine)"}
+
+    def kept_scores(self, ctx: RunContext, kept: DataFrame) -> dict[str, DataFrame]:
+        """The kept samples' distances to their centroid."""
+        return {"dbp_pruned": centroid_distances(ctx, kept)}
     needs = ("embed", "cluster")
 
     def prune(self, alive: DataFrame, ctx: RunContext, out_dir: str) -> tuple[DataFrame, dict[str, Any]]:

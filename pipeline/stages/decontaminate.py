@@ -81,6 +81,9 @@ class Decontaminate(DecisionStage):
     """Removes pool samples matching an eval-set image; see the module doc."""
 
     name = STAGE
+    score_labels = {"eval_exact": "no score (same bytes as an eval image)",
+                    "eval_phash": "pHash Hamming distance to the eval image (bits)",
+                    "eval_semantic": "image cosine to the eval image"}
 
     def needed(self, cfg: RunConfig) -> tuple[str, ...]:
         return ("embed",) if "semantic" in cfg.decontaminate.methods else ()

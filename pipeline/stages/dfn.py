@@ -56,6 +56,7 @@ class Dfn(PruneStep):
     `dfn_low_score`, score = the filtering score."""
 
     name = "dfn"
+    score_labels = {REASON: "image-caption cosine of the filtering network"}
     resumable = True  # the per-shard scores of an interrupted attempt are kept
 
     def needed(self, cfg: RunConfig) -> tuple[str, ...]:
@@ -65,15 +66,23 @@ class Dfn(PruneStep):
         """The threshold the scores are compared with, when it is fixed in the config."""
         return {REASON: cfg.dfn.threshold} if cfg.dfn.threshold is not None else {}
 
+    def kept_scores(self, ctx: RunContext, kept: DataFrame) -> dict[str, DataFrame]:
+        """The kept samples' filtering scores."""
+        return {REASON: self.scores(ctx).join(kept.select("sample_id"), "sample_id", "left_semi")}
+
+    def scores(self, ctx: RunContext) -> DataFrame:
+        """(sample_id, score): the filtering network's scores, or the embed stage's clip_score."""
+        if ctx.cfg.dfn.model is not None:
+            return scores_df(ctx).select("sample_id", "score")
+        return embeddings_df(ctx).select("sample_id", F.col("clip_score").alias("score"))
+
     def prune(self, alive: DataFrame, ctx: RunContext, out_dir: str) -> tuple[DataFrame, dict[str, Any]]:
         cfg = ctx.cfg.dfn
         counts: dict[str, Any] = {}
         if cfg.model is not None:
             counts["scoring"] = encode_alive(ctx, alive, f"{out_dir}/scores", EncodeSettings.of(cfg, self.name),
                                              scores_table)
-            scores = scores_df(ctx)
-        else:
-            scores = embeddings_df(ctx).select("sample_id", F.col("clip_score").alias("score"))
+        scores = self.scores(ctx)
         pool = alive.select("sample_id", "uid").join(scores.select("sample_id", "score"), "sample_id") \
             .where(F.col("score").isNotNull())
         n_pool = pool.count()

@@ -13,6 +13,7 @@ class ExactDedup(DecisionStage):
     """Removes every copy but one of each uid; the decision names the copy that was kept."""
 
     name = "exact_dedup"
+    score_labels = {"exact_duplicate": "no score (same bytes)"}
 
     def decide(self, alive: DataFrame, ctx: RunContext) -> DataFrame:
         if not ctx.cfg.exact_dedup.enabled:

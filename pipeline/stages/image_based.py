@@ -27,7 +27,7 @@ from pipeline.core.config import ConfigError, RunConfig
 from pipeline.core.stage import RunContext
 from pipeline.core.tars import iter_tar_samples
 from pipeline.core.tasks import run_grouped
-from pipeline.prune.select import clustered_pool, decisions
+from pipeline.prune.select import centroid_distances, clustered_pool, decisions
 from pipeline.prune.step import PruneStep
 from pipeline.stages.embed import EncodeSettings
 from pipeline.stages.ingest import IMAGE_EXTS
@@ -129,6 +129,11 @@ class ImageBased(PruneStep):
     (score = dist_to_centroid)."""
 
     name = "image_based"
+    score_labels = {"image_based_miss": "distance to the cluster centroid (1 - cosine)"}
+
+    def kept_scores(self, ctx: RunContext, kept: DataFrame) -> dict[str, DataFrame]:
+        """The kept samples' distances to their centroid."""
+        return {"image_based_miss": centroid_distances(ctx, kept)}
     needs = ("embed", "cluster")
 
     def external_files(self, cfg: RunConfig) -> list[str]:

@@ -46,6 +46,7 @@ class PhashDedup(DecisionStage):
     distance to the kept sample, which the decision names."""
 
     name = STAGE
+    score_labels = {"near_duplicate": "pHash Hamming distance to the kept copy (bits)"}
 
     def thresholds(self, cfg: RunConfig) -> dict[str, float]:
         return {"near_duplicate": cfg.phash_dedup.threshold}

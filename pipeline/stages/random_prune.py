@@ -24,6 +24,7 @@ class RandomPrune(PruneStep):
     """Removes the samples not drawn with reason `random_pruned` (no score)."""
 
     name = "random"
+    score_labels = {"random_pruned": "no score (a seeded draw)"}
     seeded = True
 
     def needed(self, cfg: RunConfig) -> tuple[str, ...]:

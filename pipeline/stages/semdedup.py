@@ -26,6 +26,7 @@ class SemDedup(DecisionStage):
     1 - eps; the decision names that sample and scores the cosine."""
 
     name = STAGE
+    score_labels = {REASON: "cosine to the closest earlier sample of the cluster"}
     needs = ("embed", "cluster")
     seeded = True  # keep: random
 

@@ -13,7 +13,9 @@ from pyspark.sql import functions as F
 from pipeline.core.stage import RunContext
 from pipeline.prune.allocate import proportional_quotas
 from pipeline.prune.keep import log_plan, plan_keep
-from pipeline.prune.select import beyond_quota, beyond_rank, clustered_pool, decisions, group_sizes
+from pipeline.prune.select import (
+    beyond_quota, beyond_rank, centroid_distances, clustered_pool, decisions, group_sizes,
+)
 from pipeline.prune.step import PruneStep
 
 
@@ -22,6 +24,11 @@ class Ssp(PruneStep):
     with reason `ssp_prototypical`, score = dist_to_centroid."""
 
     name = "ssp"
+    score_labels = {"ssp_prototypical": "distance to the cluster centroid (1 - cosine)"}
+
+    def kept_scores(self, ctx: RunContext, kept: DataFrame) -> dict[str, DataFrame]:
+        """The kept samples' distances to their centroid."""
+        return {"ssp_prototypical": centroid_distances(ctx, kept)}
     needs = ("embed", "cluster")
 
     def prune(self, alive: DataFrame, ctx: RunContext, out_dir: str) -> tuple[DataFrame, dict[str, Any]]:

@@ -8,6 +8,7 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -112,6 +113,32 @@ def test_report_numbers_match_the_run(full_run: FullRun) -> None:
     assert all(0 < len(samples) <= 12 for samples in thumbs.values())
     assert all(s["has_image"] for s in thumbs["kept"])
     assert not any(s["has_image"] for s in thumbs["quarantined: failed_to_download"])
+
+
+def test_report_describes_the_output_set_beside_what_was_removed(full_run: FullRun) -> None:
+    report = json.loads((full_run.run_dir / "report.json").read_text())
+    ledger = full_run.ledger
+    usable = ledger["input"] - sum(ledger["quarantined"].values())
+    stats = report["samples"]
+    assert [m["metric"] for m in stats["metrics"]] == ["short_side", "aspect_ratio", "caption_chars"]
+    kept_rows = [r for p in sorted(Path(full_run.export_dir).glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    for m in stats["metrics"]:
+        assert sum(m["kept"]) == ledger["kept"] and sum(m["kept"]) + sum(m["removed"]) == usable, m["metric"]
+    short = stats["metrics"][0]
+    sides = np.array([min(r["width"], r["height"]) for r in kept_rows], dtype=float)
+    for q, value in short["quantiles"]["kept"].items():
+        assert value == pytest.approx(np.percentile(sides, float(q) * 100)), q
+    assert min(short["quantiles"]["kept"].values()) >= 32  # basic_filter.min_side
+    assert sum(v["kept"] for v in stats["formats"].values()) == ledger["kept"]
+    assert sum(v["kept"] + v["removed"] for v in stats["formats"].values()) == usable
+    assert stats["languages"] is None
+
+    by_reason = {(h["stage"], h["reason"]): h for h in report["scores"]}
+    small = by_reason[("basic_filter", "image_too_small")]
+    assert small["label"] == "shorter side (pixels)"
+    assert sum(small["kept"]) == ledger["kept"]  # every kept sample scored by the same rule
+    below = [i for i, hi in enumerate(small["edges"][1:]) if hi <= 32]
+    assert below and all(small["kept"][i] == 0 for i in below) and sum(small["counts"][i] for i in below) > 0
 
 
 def test_a_run_without_clusters_or_scores_says_so_in_each_section(full_run: FullRun) -> None:
