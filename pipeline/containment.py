@@ -34,7 +34,7 @@ from pyspark.sql import functions as F
 from pipeline.cluster.kmeans import vectors_from_arrow
 from pipeline.core import io
 from pipeline.core.config import ConfigError, RunConfig, config_from_dict
-from pipeline.core.spark import get_spark
+from pipeline.core.spark import get_spark, require_hadoop_filesystem
 from pipeline.core.stage import RunContext, embeddings_df, samples_df
 from pipeline.dedup.nearest import MATCHES, write_nearest
 from pipeline.dedup.phash import hash_pairs
@@ -70,6 +70,7 @@ def scratch_config(input_spec: str, out_dir: str, config: str | None) -> RunConf
 def prepare(cfg: RunConfig, semantic: bool) -> RunContext:
     """Ingest (and embed) one dataset; finished stages are skipped."""
     ctx = RunContext(cfg=cfg, spark=get_spark(cfg.spark))
+    require_hadoop_filesystem(ctx.spark, cfg.run_dir, "--out")
     Ingest().run(ctx)
     if semantic:
         Embed().run(ctx)

@@ -1,6 +1,7 @@
-"""Caption language identification, when a detector is installed: py3langid (the optional extra
-`lang`: pure Python + numpy, its model ships inside the package and loads without pickle, and it
-gives the same answer for the same text every time). Without it, the language rule is skipped."""
+"""Caption language identification with py3langid (the optional extra `lang`: pure Python + numpy,
+its model ships inside the package and loads without pickle, and it gives the same answer for the
+same text every time). A config that sets `basic_filter.languages` without it is refused
+(pipeline/core/config.py), naming the extra."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-DETECTOR = "py3langid"
+from pipeline.core.config import LANGUAGE_DETECTOR
+
 LANGUAGE_TYPE = T.StructType([T.StructField("lang", T.StringType()), T.StructField("confidence", T.DoubleType())])
 
 _identifier = None  # loaded once per Python process (Spark worker)
@@ -20,7 +22,7 @@ _identifier = None  # loaded once per Python process (Spark worker)
 
 def detector_available() -> bool:
     """True when the language detector is installed."""
-    return importlib.util.find_spec(DETECTOR) is not None
+    return importlib.util.find_spec(LANGUAGE_DETECTOR) is not None
 
 
 def _get_identifier():

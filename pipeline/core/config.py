@@ -6,6 +6,7 @@ Every error names the offending key and is raised before Spark starts or anythin
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import re
 import types
@@ -18,6 +19,10 @@ import yaml
 
 from pipeline.core.fields import setting
 from pipeline.core.model_spec import ModelSpec
+from pipeline.core.redact import is_secret_key
+
+
+LANGUAGE_DETECTOR = "py3langid"  # the module of the optional extra `lang`
 
 
 class ConfigError(ValueError):
@@ -65,13 +70,15 @@ class BasicFilterConfig:
     min_caption_words: int = setting(3, "remove captions with fewer words")
     min_caption_chars: int = setting(6, "remove captions with fewer characters")
     # keep captions detected as one of these ISO 639-1 codes; () = no language rule. Needs the
-    # optional detector (extra `lang`); without it the rule is skipped with a logged note.
+    # optional detector (extra `lang`); without it the config is refused, naming the extra.
     languages: tuple[str, ...] = setting(
         (), "keep captions detected as one of these ISO 639-1 codes; [] = no language rule (needs the [lang] extra)")
 
     def validate(self, prefix: str) -> None:
         _check(all(re.fullmatch(r"[a-z]{2,3}", code) for code in self.languages), f"{prefix}.languages",
                "expected ISO 639-1 codes such as 'en'")
+        _check(not self.languages or importlib.util.find_spec(LANGUAGE_DETECTOR) is not None, f"{prefix}.languages",
+               f"needs the caption language detector ({LANGUAGE_DETECTOR}): pip install 'curate-pipeline[lang]'")
         _check(self.min_side >= 0, f"{prefix}.min_side", "must be >= 0")
         _check(self.max_aspect >= 1.0, f"{prefix}.max_aspect", "must be >= 1.0")
         _check(self.min_caption_words >= 0, f"{prefix}.min_caption_words", "must be >= 0")
@@ -382,6 +389,47 @@ class ExportConfig:
                "must be positive")
 
 
+OptionValue = str | bool | int | float
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """fsspec settings for object-store URLs, used wherever the product opens a file (the driver
+    and every Spark task). Credentials never go here: they come from the environment or the store's
+    own credential files (AWS_ACCESS_KEY_ID / ~/.aws/credentials, GOOGLE_APPLICATION_CREDENTIALS)."""
+
+    endpoint_url: str | None = setting(None, "S3-compatible endpoint for s3:// and s3a:// (MinIO, Ceph, R2, ...); null: AWS")
+    region: str | None = setting(None, "S3 region name; null: from the environment or the profile")
+    anon: bool = setting(False, "anonymous access to public buckets (s3://, s3a://, gs://): no credentials looked up")
+    profile: str | None = setting(None, "named profile of the AWS credential files")
+    options: dict[str, dict[str, OptionValue]] = setting(
+        factory=dict, doc="further fsspec arguments per protocol, e.g. {gs: {project: p}}; never credentials")
+
+    def validate(self, prefix: str) -> None:
+        for protocol, kwargs in self.options.items():
+            for key in kwargs:
+                _check(not is_secret_key(key), f"{prefix}.options.{protocol}.{key}",
+                       "credentials are read from the environment or credential files, never from the config")
+
+    def by_protocol(self) -> dict[str, dict[str, Any]]:
+        """fsspec keyword arguments per URL protocol: the named settings for S3 (s3fs; `anon` for
+        GCS's gcsfs too), then `options` on top."""
+        s3: dict[str, Any] = {}
+        gcs: dict[str, Any] = {}
+        if self.endpoint_url is not None:
+            s3["endpoint_url"] = self.endpoint_url
+        if self.region is not None:
+            s3["client_kwargs"] = {"region_name": self.region}
+        if self.profile is not None:
+            s3["profile"] = self.profile
+        if self.anon:
+            s3["anon"] = True
+            gcs["token"] = "anon"
+        named = {"s3": s3, "s3a": s3, "gs": gcs, "gcs": gcs}
+        merged = {p: {**named.get(p, {}), **kw} for p, kw in self.options.items()}
+        return {p: kw for p, kw in {**named, **merged}.items() if kw}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """A whole run. `input` is a directory of img2dataset shards, a glob or a brace pattern of tars."""
@@ -408,6 +456,8 @@ class RunConfig:
     dfn: DfnConfig = setting(factory=DfnConfig, doc="DFN-style / CLIP-score filter")
     image_based: ImageBasedConfig = setting(factory=ImageBasedConfig, doc="DataComp's image-based filter")
     export: ExportConfig = setting(factory=ExportConfig, doc="output WebDataset shards")
+    storage_options: StorageConfig = setting(
+        factory=StorageConfig, doc="fsspec settings for object-store URLs (endpoint, region, anonymous access, profile)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data view, as saved in the run directory."""

@@ -1,4 +1,10 @@
-"""File-system helpers over fsspec: local paths and any fsspec URL (s3://, gs://, hdfs://, ...)."""
+"""File-system helpers over fsspec: local paths and any fsspec URL (s3://, gs://, hdfs://, ...).
+
+Every file the product opens goes through `filesystem`, which applies the run's storage options
+(`storage_options` in the config: endpoint, region, anonymous access, profile). The driver sets
+them with `use_storage`; Spark tasks read them from a job-local property that `use_storage` sets on
+the SparkContext, so every task, on any executor, opens URLs the way the driver does.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +12,65 @@ import hashlib
 import io
 import json
 import posixpath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from braceexpand import braceexpand
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+STORAGE_PROPERTY = "curate.storage_options"  # SparkContext local property: JSON of the options
+# the extra that brings the fsspec implementation of a protocol; others name fsspec's own hint
+EXTRAS = {"s3": "s3", "s3a": "s3"}
+
+_driver_options: dict[str, dict[str, Any]] = {}
+_task_options: tuple[str, dict[str, dict[str, Any]]] = ("{}", {})  # (JSON, parsed) last seen in a task
+
 
 class InputError(ValueError):
     """The input location holds no usable shards, or cannot be read."""
 
 
+def use_storage(options: dict[str, dict[str, Any]], spark: SparkSession | None = None) -> None:
+    """Open URLs with these fsspec arguments per protocol (`StorageConfig.by_protocol()`), here and,
+    with `spark`, in every task of the jobs this thread starts. The options hold no credentials."""
+    global _driver_options
+    _driver_options = {protocol: dict(kwargs) for protocol, kwargs in options.items()}
+    if spark is not None:
+        spark.sparkContext.setLocalProperty(STORAGE_PROPERTY, json.dumps(_driver_options, sort_keys=True))
+
+
+def storage_options() -> dict[str, dict[str, Any]]:
+    """The options in force: from the job's local property inside a Spark task, else the driver's."""
+    global _task_options
+    from pyspark import TaskContext  # here: importing pyspark is slow for commands that never start it
+
+    task = TaskContext.get()
+    if task is None:
+        return _driver_options
+    shared = task.getLocalProperty(STORAGE_PROPERTY) or "{}"
+    if shared != _task_options[0]:
+        _task_options = (shared, json.loads(shared))
+    return _task_options[1]
+
+
 def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem for `path` and the path as that filesystem spells it."""
-    return fsspec.core.url_to_fs(path)
+    """The fsspec filesystem for `path` (with the storage options of its protocol) and the path as
+    that filesystem spells it. A protocol whose implementation is not installed is an InputError
+    naming what to install."""
+    protocol = fsspec.core.split_protocol(path)[0] or "file"
+    try:
+        return fsspec.core.url_to_fs(path, **storage_options().get(protocol, {}))
+    except ImportError as err:
+        extra = EXTRAS.get(protocol)
+        fix = f"pip install 'curate-pipeline[{extra}]'" if extra else str(err)
+        raise InputError(f"'{path}': no fsspec filesystem for {protocol}:// is installed ({fix})") from None
+    except ValueError as err:  # fsspec knows no implementation at all
+        raise InputError(f"'{path}': {err}") from None
 
 
 def with_protocol(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:

@@ -12,7 +12,7 @@ from pipeline.core import io
 from pipeline.core.config import ConfigError, RunConfig
 from pipeline.core.ledger import write_ledger
 from pipeline.core.redact import redacted
-from pipeline.core.spark import get_spark
+from pipeline.core.spark import get_spark, require_hadoop_filesystem
 from pipeline.core.stage import MANIFEST, SUCCESS, RunContext, Stage
 from pipeline.report import build_report
 from pipeline.stages.basic_filter import BasicFilter
@@ -80,6 +80,14 @@ class RunResult:
     report: str = ""  # <run_dir>/report.html
 
 
+def start(cfg: RunConfig) -> RunContext:
+    """The run's Spark session and context, once Spark is known to open `run_dir` (nothing is
+    written before)."""
+    ctx = RunContext(cfg=cfg, spark=get_spark(cfg.spark))
+    require_hadoop_filesystem(ctx.spark, cfg.run_dir, "run_dir")
+    return ctx
+
+
 def save_resolved_config(cfg: RunConfig) -> None:
     """`<run_dir>/config.yaml`, with secret values (S3 keys, tokens in `spark.conf`) redacted."""
     resolved = yaml.safe_dump(redacted(cfg.to_dict()), sort_keys=True)
@@ -88,9 +96,10 @@ def save_resolved_config(cfg: RunConfig) -> None:
 
 def run_pipeline(cfg: RunConfig, force: bool = False) -> RunResult:
     """Run every stage (skipping those up to date), write and check the ledger, write the report."""
+    io.use_storage(cfg.storage_options.by_protocol())
     io.list_shards(cfg.input)  # fail on an empty input or steps before Spark starts
     stages = pipeline_stages(cfg)
-    ctx = RunContext(cfg=cfg, spark=get_spark(cfg.spark))
+    ctx = start(cfg)
     save_resolved_config(cfg)
     manifests = {stage.name: stage.run(ctx, force=force) for stage in stages}
     export = manifests["export"]["counts"]
@@ -128,7 +137,7 @@ def run_one_stage(cfg: RunConfig, name: str) -> dict[str, Any]:
     names = [s.name for s in stages]
     if name not in names:
         raise ValueError(f"unknown stage '{name}' (stages: {', '.join(names)})")
-    ctx = RunContext(cfg=cfg, spark=get_spark(cfg.spark))
+    ctx = start(cfg)
     for stage in stages[: names.index(name)]:
         manifest = stage.run(ctx, force=False) if stage.is_up_to_date(ctx) else None
         if manifest is None:

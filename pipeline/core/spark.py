@@ -6,9 +6,12 @@ import os
 import sys
 from pathlib import Path
 
+from urllib.parse import urlsplit
+
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
-from pipeline.core.config import SparkConfig
+from pipeline.core.config import ConfigError, SparkConfig
 
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
@@ -48,3 +51,32 @@ def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
     return spark
+
+
+def _connector_hint(scheme: str, hadoop_version: str) -> str:
+    """What to add so that Spark's Hadoop opens `scheme://` URLs."""
+    hadoop_aws = (f"hadoop-aws and its AWS SDK bundle on Spark's classpath, e.g. "
+                  f"--packages org.apache.hadoop:hadoop-aws:{hadoop_version}")
+    hints = {
+        "s3a": hadoop_aws,
+        "s3": f"an s3:// FileSystem (EMRFS on EMR), or use s3a:// with {hadoop_aws}",
+        "gs": "the GCS connector (gcs-connector-hadoop3 jar on Spark's classpath; built into Dataproc)",
+        "abfs": "hadoop-azure on Spark's classpath", "abfss": "hadoop-azure on Spark's classpath",
+        "wasb": "hadoop-azure on Spark's classpath", "wasbs": "hadoop-azure on Spark's classpath",
+    }
+    return hints.get(scheme, f"a Hadoop FileSystem jar for it on Spark's classpath (spark.jars or --packages) "
+                             f"and spark.hadoop.fs.{scheme}.impl")
+
+
+def require_hadoop_filesystem(spark: SparkSession, url: str, what: str) -> None:
+    """Raise a one-line ConfigError naming `what` (the config key or option), the scheme and the
+    connector to add, unless Spark's JVM has a Hadoop FileSystem for `url`'s scheme (Spark reads and
+    writes the run folder's tables itself)."""
+    scheme = urlsplit(url).scheme if "://" in url else "file"
+    jvm = spark.sparkContext._jvm
+    try:
+        jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(scheme, spark.sparkContext._jsc.hadoopConfiguration())
+    except Py4JJavaError as err:
+        cause = str(err.java_exception.toString()).splitlines()[0]
+        hint = _connector_hint(scheme, jvm.org.apache.hadoop.util.VersionInfo.getVersion())
+        raise ConfigError(f"{what} '{url}': this Spark cannot open {scheme}:// URLs ({cause}); add {hint}") from None

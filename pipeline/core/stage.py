@@ -36,6 +36,9 @@ class RunContext:
     fingerprints: dict[str, str] = field(default_factory=dict)
     decision_stages: list[str] = field(default_factory=list)  # in run order, those finished so far
 
+    def __post_init__(self) -> None:
+        io.use_storage(self.cfg.storage_options.by_protocol(), self.spark)  # for the driver and every task
+
     def stage_dir(self, name: str) -> str:
         return f"{self.cfg.run_dir.rstrip('/')}/{name}"
 

@@ -1,29 +1,16 @@
-"""DataComp's basic filter: image size, aspect ratio, caption length and (when a detector is
-installed) caption language."""
+"""DataComp's basic filter: image size, aspect ratio, caption length and (with `languages`) caption
+language."""
 
 from __future__ import annotations
 
-import logging
-
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipeline.core.config import RunConfig
 from pipeline.core.decisions import DecisionStage
 from pipeline.core.sample_columns import aspect_ratio, caption_chars, caption_words, short_side
 from pipeline.core.stage import RunContext, samples_df
-from pipeline.language import caption_language, detector_available
-
-log = logging.getLogger("curate")
-
-
-def active_languages(languages: tuple[str, ...]) -> tuple[str, ...]:
-    """The configured languages, or () with a logged note when no detector is installed."""
-    if languages and not detector_available():
-        log.warning("basic_filter: languages %s are set but no language detector is installed "
-                    "(pip install 'curate-pipeline[lang]'); the caption language rule is skipped", list(languages))
-        return ()
-    return languages
+from pipeline.language import caption_language
 
 
 class BasicFilter(DecisionStage):
@@ -63,7 +50,7 @@ class BasicFilter(DecisionStage):
             F.when(reason == "image_too_small", short.cast("double"))
             .when(reason == "aspect_ratio", aspect.cast("double"))
         )
-        languages = active_languages(cfg.languages)
+        languages = cfg.languages
         if languages:
             alive = alive.withColumn("_lang", caption_language(F.col("caption")))
             lang = F.col("_lang.lang")
