@@ -1,7 +1,9 @@
 """Export: the kept samples' original image bytes re-sharded into WebDataset tars + Parquet.
 
-One Spark task per output shard reads each image straight from its source tar at the offset ingest
-recorded (checking its sha256), and writes `{i:05d}.tar`, `{i:05d}.parquet`, then
+A resharder: the kept rows are sorted in Spark and travel to the shard tasks as Arrow (never
+pickled row by row); one Spark task per output shard reads its images straight from the source
+tars at the offsets ingest recorded, grouped by tar and offset so each tar is read forward in few
+large reads (`pipeline.core.source_reads`), checks their sha256, and writes `{i:05d}.tar`, `{i:05d}.parquet`, then
 `{i:05d}_stats.json`. `sizes.json` (read by open_clip's loader) and `manifest.json` (shards with
 checksums, config hash, input fingerprint) are written once all shards exist. Each sample's `.json`
 member and Parquet row carry its cluster id and CLIP score when the run clustered / embedded, and
@@ -20,19 +22,19 @@ import tarfile
 import time
 from typing import Any, BinaryIO
 
-import numpy as np
 import pyarrow as pa
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, Row
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipeline.core import io
 from pipeline.core.config import RunConfig
 from pipeline.core.progress import RateLogger
 from pipeline.core.stage import RunContext, Stage, alive_df, embeddings_df
-from pipeline.core.tars import raise_if_source_changed, read_source_images, report_source_changed
-from pipeline.core.tasks import run_grouped
-from pipeline.export.layout import assign_shards
+from pipeline.core.source_reads import ImageRefs, iter_images
+from pipeline.core.tars import raise_if_source_changed, report_source_changed
+from pipeline.core.tasks import run_grouped_tables
+from pipeline.export.layout import INDEX, locate, plan_layout, with_positions
 from pipeline.export.manifest import output_manifest
 from schemas import EXPORT_ROWS
 
@@ -62,55 +64,59 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, pyio.BytesIO(data))
 
 
-def output_row(key: str, row: dict[str, Any]) -> dict[str, Any]:
-    """The EXPORT_ROWS record (also the sample's .json member) of one kept sample."""
-    return {
-        "key": key,
-        "uid": row["uid"],
-        "sample_id": row["sample_id"],
-        "source_shard": row["shard_name"],
-        "orig_key": row["key"],
-        "caption": row["caption"],
-        "url": row["url"],
-        "width": row["width"],
-        "height": row["height"],
-        "image_ext": row["image_ext"],
-        "cluster_id": row["cluster_id"],
-        "clip_score": row["clip_score"],
-        "passed": row["passed"],
-    }
+OUTPUT_FIELDS = [name for name in EXPORT_ROWS.names if name not in ("image_emb", "text_emb")]
 
 
-def write_shard(out_dir: str, shard: int, rows: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
-    """Write one output shard from (global index, sample row) pairs; return its stats."""
+def output_table(keys: list[str], rows: pa.Table) -> pa.Table:
+    """The EXPORT_ROWS table of a shard's kept samples (rows in output order, their keys)."""
+    renamed = {"key": pa.array(keys, pa.string()), "source_shard": rows.column("shard_name"),
+               "orig_key": rows.column("key")}
+    columns = []
+    for field in EXPORT_ROWS:
+        if field.name in renamed:
+            column = renamed[field.name]
+        elif field.name in rows.column_names:
+            column = rows.column(field.name)
+        else:
+            column = pa.nulls(rows.num_rows, field.type)
+        columns.append(column.cast(field.type))
+    return pa.Table.from_arrays(columns, schema=EXPORT_ROWS).combine_chunks()
+
+
+def image_refs(rows: pa.Table) -> ImageRefs:
+    """Where the images of `rows` (kept samples) are in their source tars."""
+    return ImageRefs(*(rows.column(name).to_pylist() for name in ("shard", "image_offset", "image_bytes", "uid",
+                                                                   "sample_id")))
+
+
+def write_shard(out_dir: str, shard: int, rows: pa.Table) -> dict[str, Any]:
+    """Write one output shard from its kept samples (with their global output index); return its stats.
+
+    The images are read grouped by source tar and offset (`iter_images`), and written in output order.
+    """
     name = f"{shard:05d}"
-    records = []
-    ordered = sorted(rows, key=lambda r: r[0])
-    images = read_source_images(row for _, row in ordered)
-    progress = RateLogger(f"export {name}.tar", len(rows), unit="samples")
+    rows = rows.sort_by(INDEX)
+    table = output_table([f"{i:09d}" for i in rows.column(INDEX).to_pylist()], rows)
+    records = table.select(OUTPUT_FIELDS).to_pylist()
+    progress = RateLogger(f"export {name}.tar", len(records), unit="samples")
     fs, tar_path = io.filesystem(f"{out_dir}/{name}.tar")
-    try:
-        with fs.open(tar_path + ".tmp", "wb") as raw:
-            sink = _HashingWriter(raw)
-            with tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-                for (index, row), image in zip(ordered, images):
-                    key = f"{index:09d}"
-                    record = output_row(key, row)
-                    _add(tar, f"{key}.{row['image_ext']}", image)
-                    _add(tar, f"{key}.txt", (row["caption"] or "").encode())
-                    _add(tar, f"{key}.json", json.dumps(record, sort_keys=True).encode())
-                    records.append({**record, "image_emb": row.get("image_emb"), "text_emb": row.get("text_emb")})
-                    progress(1)
-    finally:
-        images.close()
+    with fs.open(tar_path + ".tmp", "wb") as raw:
+        sink = _HashingWriter(raw)
+        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+            for record, image in zip(records, iter_images(image_refs(rows)), strict=True):
+                key = record["key"]
+                _add(tar, f"{key}.{record['image_ext']}", image)
+                _add(tar, f"{key}.txt", (record["caption"] or "").encode())
+                _add(tar, f"{key}.json", json.dumps(record, sort_keys=True).encode())
+                progress(1)
     fs.mv(tar_path + ".tmp", tar_path)
-    io.write_parquet_atomic(f"{out_dir}/{name}.parquet", pa.Table.from_pylist(records, schema=EXPORT_ROWS))
+    io.write_parquet_atomic(f"{out_dir}/{name}.parquet", table)
     stats = {"shard": f"{name}.tar", "count": len(records), "bytes": sink.size, "sha256": sink.sha.hexdigest()}
     io.write_json_atomic(f"{out_dir}/{name}_stats.json", stats)
     return stats
 
 
-def write_shard_task(out_dir: str, shard: int, rows: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+def write_shard_task(out_dir: str, shard: int, rows: pa.Table) -> dict[str, Any]:
     """Task body: `write_shard`, a changed source reported (see `report_source_changed`)."""
     return report_source_changed(f"{shard:05d}.tar", lambda: write_shard(out_dir, shard, rows))
 
@@ -171,15 +177,6 @@ def order_columns(ctx: RunContext) -> list[Column]:
     return [shuffled, F.col("sample_id")]
 
 
-def task_row(row: Row) -> dict[str, Any]:
-    """A kept sample as the dict a shard task gets; embeddings as float32 arrays (compact to ship)."""
-    out = row.asDict()
-    for name in ("image_emb", "text_emb"):
-        if out.get(name) is not None:
-            out[name] = np.asarray(out[name], dtype=np.float32)
-    return out
-
-
 class Export(Stage):
     """Kept samples -> `export/{00000..}.tar` + `.parquet` + `_stats.json`, `sizes.json`, `manifest.json`."""
 
@@ -190,14 +187,17 @@ class Export(Stage):
         cfg = ctx.cfg.export
         sc = ctx.spark.sparkContext
         sc.setJobDescription("export: order kept samples")
-        rows = kept_samples(ctx).orderBy(*order_columns(ctx)).rdd.map(task_row).persist(StorageLevel.MEMORY_AND_DISK)
+        positioned = with_positions(kept_samples(ctx).orderBy(*order_columns(ctx)))
+        positioned = positioned.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            pairs, n_shards = assign_shards(rows.zipWithIndex(), cfg.samples_per_shard, cfg.max_shard_bytes)
+            layout = plan_layout(positioned, cfg.samples_per_shard, cfg.max_shard_bytes)
+            n_shards = layout.n_shards
             sc.setJobDescription(f"export: write {n_shards} shards")
             started = time.monotonic()
-            stats = run_grouped(pairs, n_shards, lambda shard, members: write_shard_task(out_dir, shard, members))
+            stats = run_grouped_tables(locate(positioned, layout), n_shards,
+                                       lambda shard, rows: write_shard_task(out_dir, shard, rows))
         finally:
-            rows.unpersist()
+            positioned.unpersist()
         stop_if_source_changed(out_dir, stats)
         kept = sum(s["count"] for s in stats)
         seconds = time.monotonic() - started

@@ -1,26 +1,34 @@
-"""Output shard layout on real Spark RDDs: caps hold and the layout ignores how rows are partitioned."""
+"""Output shard layout on real Spark DataFrames: caps hold and the layout ignores how rows are partitioned."""
 
 from __future__ import annotations
 
 import math
 
+import pyarrow as pa
 import pytest
 
 from pipeline.core.config import ConfigError, config_from_dict
-from pipeline.export.layout import assign_shards, sample_bytes
+from pipeline.core.tasks import GROUP
+from pipeline.export.layout import INDEX, locate, plan_layout, sample_bytes, with_positions
 
 
 def rows(n: int) -> list[dict]:
     """Samples of varied sizes (1-40 KB images, captions of 0-90 characters)."""
-    return [{"image_bytes": 1000 + (i * 7919) % 39000, "caption": "x" * (i % 91) or None, "url": f"u{i}"}
+    return [{"i": i, "image_bytes": 1000 + (i * 7919) % 39000, "caption": "x" * (i % 91) or None, "url": f"u{i}"}
             for i in range(n)]
 
 
 def layout(spark, data: list[dict], partitions: int, per_shard: int, max_bytes: int | None) -> list[int]:
-    indexed = spark.sparkContext.parallelize(data, partitions).zipWithIndex()
-    pairs, n_shards = assign_shards(indexed, per_shard, max_bytes)
-    by_index = dict((index, shard) for shard, (index, _) in pairs.collect())
+    """The shard of each row, rows ordered by `i` over `partitions` range partitions."""
+    df = spark.createDataFrame(data, "i long, image_bytes long, caption string, url string")
+    positioned = with_positions(df.repartitionByRange(partitions, "i").sortWithinPartitions("i"))
+    plan = plan_layout(positioned, per_shard, max_bytes)
+    located = locate(positioned, plan).select("i", INDEX, GROUP).collect()
+    assert sorted(r["i"] for r in located) == sorted(r[INDEX] for r in located) == list(range(len(data)))
+    assert all(r["i"] == r[INDEX] for r in located)  # the global index follows the order
+    by_index = {r[INDEX]: r[GROUP] for r in located}
     shards = [by_index[i] for i in range(len(data))]
+    n_shards = plan.n_shards
     assert sorted(set(shards)) == list(range(n_shards))  # numbered densely
     assert shards == sorted(shards)  # contiguous runs in output order
     return shards
@@ -39,7 +47,7 @@ def test_count_only_layout_fills_shards_in_order(spark) -> None:
 def test_byte_cap_cuts_windows_into_equal_pieces(spark) -> None:
     data, per_shard, cap = rows(500), 40, 1_500_000  # ~68 samples per byte window
     shards = layout(spark, data, 5, per_shard, cap)
-    sizes = [sample_bytes(r) for r in data]
+    sizes = list(sample_bytes(pa.Table.from_pylist(data)))
     largest = max(sizes)
     n = max(shards) + 1
     counts = [shards.count(s) for s in range(n)]
