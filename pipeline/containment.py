@@ -34,12 +34,12 @@ from pyspark.sql import functions as F
 from pipeline.cluster.kmeans import vectors_from_arrow
 from pipeline.core import io
 from pipeline.core.config import ConfigError, RunConfig, config_from_dict
+from pipeline.core.runner import run_until
 from pipeline.core.spark import get_spark, require_hadoop_filesystem
-from pipeline.core.stage import RunContext, embeddings_df, samples_df
+from pipeline.core.stage import RunContext
+from pipeline.core.tables import embeddings_df, samples_df
 from pipeline.dedup.nearest import MATCHES, write_nearest
 from pipeline.dedup.phash import hash_pairs
-from pipeline.stages.embed import Embed
-from pipeline.stages.ingest import Ingest
 from schemas import CONTAINMENT_BY_SHARD
 
 LEVELS = ("exact", "perceptual", "semantic")
@@ -64,17 +64,15 @@ def scratch_config(input_spec: str, out_dir: str, config: str | None) -> RunConf
         data = yaml.safe_load(Path(config).read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"config file '{config}': the config must be a mapping")
-    return config_from_dict({**data, "input": input_spec, "run_dir": run_dir, "steps": []})
+    embed = data.get("embed") if isinstance(data.get("embed"), dict) else {}
+    embed = {**embed, "enabled": embed.get("model") is not None}  # embedded when a model is set
+    return config_from_dict({**data, "embed": embed, "input": input_spec, "run_dir": run_dir, "steps": []})
 
 
 def prepare(cfg: RunConfig, semantic: bool) -> RunContext:
     """Ingest (and embed) one dataset; finished stages are skipped."""
-    ctx = RunContext(cfg=cfg, spark=get_spark(cfg.spark))
-    require_hadoop_filesystem(ctx.spark, cfg.run_dir, "--out")
-    Ingest().run(ctx)
-    if semantic:
-        Embed().run(ctx)
-    return ctx
+    require_hadoop_filesystem(get_spark(cfg.spark), cfg.run_dir, "--out")
+    return run_until(cfg, "embed" if semantic else "ingest")
 
 
 def _usable(ctx: RunContext) -> DataFrame:

@@ -6,7 +6,8 @@ from typing import Any
 
 from pyspark.sql import DataFrame
 
-from pipeline.core.stage import RunContext, Stage, alive_df
+from pipeline.core.stage import RunContext, Stage
+from pipeline.core.tables import alive_df
 from schemas import DECISIONS, spark_schema
 
 

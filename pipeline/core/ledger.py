@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.core import io
-from pipeline.core.stage import RunContext, decisions_df, samples_df
+from pipeline.core.stage import RunContext
+from pipeline.core.tables import decisions_df, samples_df
 
 
 class LedgerError(RuntimeError):

@@ -131,6 +131,19 @@ def plan_pipeline(cfg: RunConfig) -> list[PlannedStage]:
     return plan
 
 
+def run_until(cfg: RunConfig, last: str) -> RunContext:
+    """Run the stages of `cfg` up to and including `last` (skipping those up to date); the run's
+    context, from which the tables they wrote can be read."""
+    stages = pipeline_stages(cfg)
+    names = [s.name for s in stages]
+    if last not in names:
+        raise ConfigError(f"stage '{last}' is not part of this run (stages: {', '.join(names)})")
+    ctx = RunContext(cfg=cfg, spark=get_spark(cfg.spark))
+    for stage in stages[: names.index(last) + 1]:
+        stage.run(ctx)
+    return ctx
+
+
 def run_one_stage(cfg: RunConfig, name: str) -> dict[str, Any]:
     """Rerun one stage; every stage before it must be finished and up to date."""
     stages = pipeline_stages(cfg)

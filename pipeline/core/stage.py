@@ -6,44 +6,18 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
-
-import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
-
-import schemas
 
 import pipeline
 from pipeline.core import io
 from pipeline.core.code_version import code_hash
 from pipeline.core.config import RunConfig
+from pipeline.core.context import MANIFEST, SUCCESS, RunContext
 from pipeline.core.model_spec import ModelSpec, model_files
 
 log = logging.getLogger("curate")
 
-MANIFEST = "_manifest.json"
-SUCCESS = "_SUCCESS"
 PENDING = "_pending.json"
-
-
-@dataclass
-class RunContext:
-    """What a stage needs from the run: config, Spark, and the fingerprints of stages already done."""
-
-    cfg: RunConfig
-    spark: SparkSession
-    fingerprints: dict[str, str] = field(default_factory=dict)
-    decision_stages: list[str] = field(default_factory=list)  # in run order, those finished so far
-
-    def __post_init__(self) -> None:
-        io.use_storage(self.cfg.storage_options.by_protocol(), self.spark)  # for the driver and every task
-
-    def stage_dir(self, name: str) -> str:
-        return f"{self.cfg.run_dir.rstrip('/')}/{name}"
-
-    def manifest(self, name: str) -> dict[str, Any]:
-        return io.read_json(f"{self.stage_dir(name)}/{MANIFEST}")
 
 
 def digest(*parts: str) -> str:
@@ -184,30 +158,3 @@ class Stage:
         if self.removes_samples:
             ctx.decision_stages.append(self.name)
 
-
-def table_df(ctx: RunContext, stage: str, folder: str, schema: pa.Schema) -> DataFrame:
-    """A table written by an earlier stage, read with its declared schema."""
-    return ctx.spark.read.schema(schemas.spark_schema(schema)).parquet(f"{ctx.stage_dir(stage)}/{folder}")
-
-
-def samples_df(ctx: RunContext) -> DataFrame:
-    """The ingest table (every input row, quarantined ones included)."""
-    return table_df(ctx, "ingest", "parts", schemas.SAMPLES)
-
-
-def decisions_df(ctx: RunContext, stage: str) -> DataFrame:
-    """The samples a decision stage removed, with reasons."""
-    return table_df(ctx, stage, "decisions", schemas.DECISIONS)
-
-
-def embeddings_df(ctx: RunContext) -> DataFrame:
-    """Image and text embeddings of the samples that reached the embed stage."""
-    return table_df(ctx, "embed", "parts", schemas.EMBEDDINGS)
-
-
-def alive_df(ctx: RunContext) -> DataFrame:
-    """Usable samples that no finished decision stage has removed yet."""
-    alive = samples_df(ctx).where("quarantine_reason IS NULL")
-    for stage in ctx.decision_stages:
-        alive = alive.join(decisions_df(ctx, stage).select("sample_id"), "sample_id", "left_anti")
-    return alive

@@ -23,7 +23,7 @@ from pipeline.core.config import IngestConfig
 from pipeline.core.model_spec import ModelSpec
 from pipeline.core.tars import read_member
 from pipeline.imaging import ImageRejected, probe_image
-from pipeline.stages.ingest import IMAGE_EXTS, ShardTask, read_shard
+from pipeline.core.shard_reader import IMAGE_EXTS, ShardTask, read_shard
 from schemas import EVAL_SAMPLES
 
 
@@ -110,6 +110,7 @@ def image_bytes(images: list[EvalImage]) -> Iterator[bytes]:
 def embed_images(images: list[EvalImage], model: ModelSpec, batch_size: int) -> np.ndarray:
     """Image embeddings (float32 [n, d], unit norm) with the same loading, preprocessing and encoder
     as the embed stage, on the driver (its GPU when it has one)."""
+    # torch and open_clip are imported only where images are encoded (slow to import, heavy)
     import torch
 
     from pipeline.models import encode_pairs, get_clip, select_device

@@ -10,7 +10,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline.core.stage import RunContext
+from pipeline.core.context import RunContext
+from pipeline.core.tables import assignments_df
 
 RANK = "_rank"
 
@@ -18,8 +19,6 @@ RANK = "_rank"
 def clustered_pool(ctx: RunContext, alive: DataFrame) -> DataFrame:
     """Alive samples that have a cluster assignment: (sample_id, uid, cluster_id, dist_to_centroid).
     Alive samples without one (no image embedding) are not part of any clustered step's pool."""
-    from pipeline.stages.cluster import assignments_df
-
     assigned = assignments_df(ctx).select("sample_id", "cluster_id", "dist_to_centroid")
     return alive.select("sample_id", "uid").join(assigned, "sample_id")
 

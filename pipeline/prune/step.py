@@ -8,7 +8,8 @@ from typing import Any
 from pyspark.sql import DataFrame
 
 from pipeline.core.decisions import DecisionStage, write_decisions
-from pipeline.core.stage import RunContext, alive_df
+from pipeline.core.stage import RunContext
+from pipeline.core.tables import alive_df
 
 
 class PruneStep(DecisionStage):

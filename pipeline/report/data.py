@@ -18,8 +18,9 @@ from pyspark.sql import functions as F
 
 from pipeline.core import io
 from pipeline.core.sample_columns import aspect_ratio, caption_chars, short_side
+from pipeline.core.stage import RunContext, Stage
+from pipeline.core.tables import cluster_stats_df, decisions_df, embeddings_df, samples_df
 from pipeline.language import caption_language, detector_available
-from pipeline.core.stage import RunContext, Stage, decisions_df, embeddings_df, samples_df
 from pipeline.prune.select import seeded_hash
 from schemas import EXPORT_ROWS, spark_schema
 
@@ -232,8 +233,6 @@ def cluster_numbers(ctx: RunContext) -> dict[str, Any] | None:
     cluster sizes (None when the run did not cluster)."""
     if "cluster" not in ctx.fingerprints:
         return None
-    from pipeline.stages.cluster import cluster_stats_df
-
     kept_by_cluster = {r["cluster_id"]: r["count"] for r in kept_df(ctx).groupBy("cluster_id").count().collect()}
     clusters = []
     for r in sorted(cluster_stats_df(ctx).select("cluster_id", "size", "complexity").collect()):

@@ -64,39 +64,15 @@ from pipeline.cluster.kmeans import (
 )
 from pipeline.core import io
 from pipeline.core.config import ConfigError
-from pipeline.core.stage import RunContext, Stage, embeddings_df, table_df
-from schemas import ASSIGNMENTS, CENTROIDS, CLUSTER_STATS
+from pipeline.core.stage import RunContext, Stage
+from pipeline.core.tables import CENTROIDS_NPY, embeddings_df
+from schemas import ASSIGNMENTS
 
 log = logging.getLogger("curate")
 
 STAGE = "cluster"
 PARTIALS = "cluster_id int, size long, dist_qsum long, max_dist float"  # cluster_id -1: null embeddings
 NO_EMBEDDING = -1
-
-
-# ---------------------------------------------------------------- what other stages call
-
-
-def centroids(ctx: RunContext) -> np.ndarray:
-    """The trained centroids, float32 [K, d], unit norm; row i is cluster_id i."""
-    fs, path = io.filesystem(f"{ctx.stage_dir(STAGE)}/centroids.npy")
-    with fs.open(path, "rb") as f:
-        return np.load(pyio.BytesIO(f.read()))
-
-
-def centroids_df(ctx: RunContext):
-    """CENTROIDS: (cluster_id, centroid)."""
-    return table_df(ctx, STAGE, "centroids", CENTROIDS)
-
-
-def assignments_df(ctx: RunContext) -> DataFrame:
-    """ASSIGNMENTS: (sample_id, uid, cluster_id, dist_to_centroid = 1 - cos), one row per embedding."""
-    return table_df(ctx, STAGE, "assignments", ASSIGNMENTS)
-
-
-def cluster_stats_df(ctx: RunContext) -> DataFrame:
-    """CLUSTER_STATS: one row per cluster (empty ones too: size 0, null distances)."""
-    return table_df(ctx, STAGE, "cluster_stats", CLUSTER_STATS)
 
 
 # ---------------------------------------------------------------- sampling (Spark -> driver)
@@ -294,7 +270,7 @@ class Cluster(Stage):
                               max_points_per_centroid=cfg.max_points_per_centroid, init=cfg.init)
         del x
         cents = result.centroids
-        _write_npy(f"{out_dir}/centroids.npy", cents)
+        _write_npy(f"{out_dir}/{CENTROIDS_NPY}", cents)
         io.write_parquet_atomic(f"{out_dir}/centroids/part-00000.parquet", centroids_table(cents))
         times["train"] = time.time() - t0
         times["init"] = result.init_seconds  # part of train

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from pipeline.cluster.kmeans import DIST_SCALE
 from pipeline.core import io
 from pipeline.core.stage import RunContext
+from pipeline.core.tables import cluster_stats_df
 from pipeline.prune.allocate import dbp_min_quota, dbp_quotas, softmax
 from pipeline.prune.keep import log_plan, plan_keep
 from pipeline.prune.select import beyond_quota, centroid_distances, clustered_pool, decisions
@@ -33,8 +34,6 @@ from schemas import DBP_QUOTAS
 def pool_cluster_stats(ctx: RunContext, pool: DataFrame) -> pd.DataFrame:
     """Per cluster present in `pool`: cluster_id, size, d_intra (exact mean of dist_to_centroid over
     the pool's samples), d_inter (from cluster_stats); sorted by cluster_id."""
-    from pipeline.stages.cluster import cluster_stats_df
-
     qdist = F.round(F.col("dist_to_centroid").cast("double") * DIST_SCALE).cast("decimal(38,0)")
     sums = pool.groupBy("cluster_id").agg(F.count("*").alias("size"), F.sum(qdist).alias("qsum"))
     rows = sums.join(cluster_stats_df(ctx).select("cluster_id", "d_inter"), "cluster_id", "left").collect()

@@ -28,7 +28,8 @@ from pyspark.sql import functions as F
 from pipeline.core import io
 from pipeline.core.config import DecontaminateConfig, RunConfig
 from pipeline.core.decisions import DecisionStage, write_decisions
-from pipeline.core.stage import RunContext, alive_df, embeddings_df, table_df
+from pipeline.core.stage import RunContext
+from pipeline.core.tables import alive_df, embeddings_df, table_df
 from pipeline.dedup.eval_sets import EvalImage, embed_images, eval_set_files, eval_table, read_eval_set
 from pipeline.dedup.nearest import MATCHES, write_nearest
 from pipeline.dedup.phash import hash_pairs

@@ -28,11 +28,12 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipeline.core.config import RunConfig
-from pipeline.core.stage import RunContext, embeddings_df, table_df
+from pipeline.core.stage import RunContext
+from pipeline.core.tables import embeddings_df, scores_df
 from pipeline.prune.keep import log_plan, plan_keep
 from pipeline.prune.select import beyond_rank, decisions
 from pipeline.prune.step import PruneStep
-from pipeline.stages.embed import EncodeSettings, encode_alive
+from pipeline.embedding.shards import EncodeSettings, encode_alive
 from schemas import SCORES
 
 log = logging.getLogger("curate")
@@ -44,11 +45,6 @@ def scores_table(rows: list[dict[str, Any]], out: Any) -> pa.Table:
     """SCORES rows from an encoded shard: the filtering network's image-caption cosine."""
     return pa.table({"sample_id": [r["sample_id"] for r in rows], "uid": [r["uid"] for r in rows],
                      "score": out.clip_score}, schema=SCORES)
-
-
-def scores_df(ctx: RunContext) -> DataFrame:
-    """The filtering network's scores written by this run's dfn stage."""
-    return table_df(ctx, "dfn", "scores/parts", SCORES)
 
 
 class Dfn(PruneStep):

@@ -30,8 +30,9 @@ from pyspark.sql import functions as F
 from pipeline.core import io
 from pipeline.core.config import RunConfig
 from pipeline.core.progress import RateLogger
-from pipeline.core.stage import RunContext, Stage, alive_df, embeddings_df
 from pipeline.core.source_reads import ImageRefs, iter_images
+from pipeline.core.stage import RunContext, Stage
+from pipeline.core.tables import alive_df, assignments_df, embeddings_df
 from pipeline.core.tars import raise_if_source_changed, report_source_changed
 from pipeline.core.tasks import run_grouped_tables
 from pipeline.export.layout import INDEX, locate, plan_layout, with_positions
@@ -152,8 +153,6 @@ def kept_samples(ctx: RunContext) -> DataFrame:
     CLIP score when those stages ran (else null), the passed steps, and the embeddings if asked."""
     kept = alive_df(ctx).select(*EXPORT_COLUMNS)
     if "cluster" in ctx.fingerprints:
-        from pipeline.stages.cluster import assignments_df
-
         kept = kept.join(assignments_df(ctx).select("sample_id", "cluster_id"), "sample_id", "left")
     else:
         kept = kept.withColumn("cluster_id", F.lit(None).cast("int"))

@@ -27,10 +27,11 @@ from pipeline.core.config import ConfigError, RunConfig
 from pipeline.core.stage import RunContext
 from pipeline.core.tars import iter_tar_samples
 from pipeline.core.tasks import run_grouped
+from pipeline.core.tables import centroids
 from pipeline.prune.select import centroid_distances, clustered_pool, decisions
 from pipeline.prune.step import PruneStep
-from pipeline.stages.embed import EncodeSettings
-from pipeline.stages.ingest import IMAGE_EXTS
+from pipeline.embedding.shards import EncodeSettings
+from pipeline.core.shard_reader import IMAGE_EXTS
 
 CHUNK = 65_536  # target rows assigned per FAISS call
 
@@ -71,6 +72,7 @@ def _decodes(data: bytes) -> bool:
 
 def tar_counts(tar: str, centroids: Broadcast, settings: EncodeSettings, max_bytes: int) -> dict[str, Any]:
     """Task body: embed the decodable images of one target tar; per-cluster nearest counts."""
+    # torch and open_clip are imported only where images are encoded (slow to import, heavy)
     from pipeline.models import encode_pairs, get_clip, select_device
 
     cents = centroids.value
@@ -141,8 +143,6 @@ class ImageBased(PruneStep):
         return npy_files(target) or io.list_shards(target) if target is not None else []
 
     def prune(self, alive: DataFrame, ctx: RunContext, out_dir: str) -> tuple[DataFrame, dict[str, Any]]:
-        from pipeline.stages.cluster import centroids
-
         counts, seen = target_cluster_counts(ctx, ctx.cfg.image_based.target, centroids(ctx))
         hit = np.flatnonzero(counts)
         table = pa.table({"cluster_id": pa.array(hit, pa.int32()), "target_images": pa.array(counts[hit], pa.int64())})

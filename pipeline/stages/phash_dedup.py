@@ -19,7 +19,8 @@ from pyspark.sql import functions as F
 
 from pipeline.core.config import ConfigError, RunConfig
 from pipeline.core.decisions import DecisionStage, write_decisions
-from pipeline.core.stage import RunContext, alive_df
+from pipeline.core.stage import RunContext
+from pipeline.core.tables import alive_df
 from pipeline.dedup.phash import aspect_key, hamming, hash_pairs, node_groups
 
 STAGE = "phash_dedup"

@@ -13,11 +13,11 @@ from pyspark.sql import functions as F
 
 from pipeline.core.config import RunConfig, SemDedupConfig
 from pipeline.core.decisions import DecisionStage, write_decisions
-from pipeline.core.stage import RunContext, alive_df, embeddings_df
+from pipeline.core.stage import RunContext
+from pipeline.core.tables import alive_df, assignments_df, embeddings_df
 from pipeline.dedup.semdedup import EMBEDDING_COLUMNS, REASON, STAGE, semdedup_cluster
 from pipeline.prune.keep import log_plan, plan_keep
 from pipeline.prune.select import beyond_rank
-from pipeline.stages.cluster import assignments_df
 from schemas import DECISIONS, spark_schema
 
 

@@ -15,7 +15,8 @@ import pytest
 from pipeline.core import io
 from pipeline.core.config import ConfigError, config_from_dict
 from pipeline.core.stage import RunContext
-from pipeline.stages.cluster import Cluster, assignments_df, centroids, centroids_df, cluster_stats_df
+from pipeline.core.tables import assignments_df, centroids, centroids_df, cluster_stats_df
+from pipeline.stages.cluster import Cluster
 from schemas import ASSIGNMENTS, CLUSTER_STATS, EMBEDDINGS
 from tests.cluster import adjusted_rand_index, blobs
 

@@ -16,7 +16,8 @@ from PIL import Image
 
 from pipeline.core.config import config_from_dict
 from pipeline.core.runner import RunResult
-from pipeline.core.stage import RunContext, samples_df
+from pipeline.core.stage import RunContext
+from pipeline.core.tables import samples_df
 from pipeline.models import ModelSpec, load_clip, make_tiny_checkpoint
 from pipeline.prune.allocate import balanced_quotas, proportional_quotas
 from pipeline.stages.dfn import Dfn

@@ -1,0 +1,2 @@
+"""Embedding work shared by the stages: per-shard encoding tasks (`shards`) and the import of
+precomputed clip-retrieval embeddings (`precomputed`)."""
