@@ -9,7 +9,8 @@ from pyspark.sql import functions as F
 from pipeline.core.config import RunConfig
 from pipeline.core.decisions import DecisionStage
 from pipeline.core.sample_columns import aspect_ratio, caption_chars, caption_words, short_side
-from pipeline.core.stage import RunContext, samples_df
+from pipeline.core.stage import RunContext
+from pipeline.core.tables import samples_df
 from pipeline.language import caption_language
 
 
