@@ -17,6 +17,20 @@ Image.MAX_IMAGE_PIXELS = None
 # attack surface we do not need (EPS, for one, runs Ghostscript).
 DECODERS = ("JPEG", "PNG", "WEBP")
 
+# The image member extensions a sample may have, in order of preference: the one set that ingest,
+# verify, export and eval sets use. `.jpeg` is written out as `.jpg`, the name loaders look for.
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+_CANONICAL_EXT = {"jpeg": "jpg"}
+
+
+def canonical_ext(ext: str) -> str:
+    """The extension an image member with extension `ext` is exported under (jpeg -> jpg)."""
+    return _CANONICAL_EXT.get(ext, ext)
+
+
+# The extensions of exported image members (what readers pass to webdataset's `to_tuple`).
+OUTPUT_EXTS = tuple(dict.fromkeys(canonical_ext(e) for e in IMAGE_EXTS))
+
 
 class ImageRejected(ValueError):
     """The bytes are not a usable image; `reason` is the quarantine reason code."""
@@ -42,9 +56,39 @@ def _dct_matrix(n: int = 32) -> np.ndarray:
     return m
 
 
+# Modes deeper than 8 bits per channel that the decoders give (16-bit greyscale PNG: "I;16"), and
+# the value that is full white in each: they are scaled to 0..255, never clipped.
+_FULL_SCALE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """`image` with 8 bits per channel: a high-depth greyscale image is scaled (v * 255 / 65535,
+    rounded), where PIL's own `convert` would clip every value above 255 to white."""
+    full = _FULL_SCALE.get(image.mode)
+    if full is None:
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8), "L")
+
+
+def to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """`image.convert(mode)` after scaling high-depth pixels to 8 bits (the one way the product
+    converts pixels)."""
+    return eight_bit(image).convert(mode)
+
+
+def check_shape(width: int, height: int, max_pixels: int, max_aspect: float) -> None:
+    """Raise ImageRejected unless the image is within the pixel and aspect-ratio caps (decoding
+    cost follows the pixel count, preprocessing cost also the aspect ratio)."""
+    if width * height > max_pixels:
+        raise ImageRejected("too_many_pixels", f"{width}x{height}")
+    if max(width, height) > max_aspect * max(1, min(width, height)):
+        raise ImageRejected("extreme_aspect", f"{width}x{height}")
+
+
 def phash(image: Image.Image) -> int:
     """pHash: 32x32 greyscale, 2-D DCT, 8x8 low frequencies above their median -> 64 bits (signed)."""
-    grey = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+    grey = np.asarray(to_mode(image, "L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
     d = _dct_matrix()
     low = (d @ grey @ d.T)[:8, :8].ravel()
     bits = low > np.median(low)
@@ -52,8 +96,9 @@ def phash(image: Image.Image) -> int:
     return value - (1 << 64) if value >= (1 << 63) else value
 
 
-def probe_image(data: bytes, max_pixels: int) -> ImageInfo:
-    """Fully decode `data` under a pixel cap; raise ImageRejected with a reason code if unusable."""
+def probe_image(data: bytes, max_pixels: int, max_aspect: float = float("inf")) -> ImageInfo:
+    """Fully decode `data` under the pixel and aspect caps (checked from the header, before any
+    pixel is read); raise ImageRejected with a reason code if unusable."""
     if not data:
         raise ImageRejected("empty_image")
     try:
@@ -61,8 +106,7 @@ def probe_image(data: bytes, max_pixels: int) -> ImageInfo:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=DECODERS)
             width, height = image.size
-            if width * height > max_pixels:
-                raise ImageRejected("too_many_pixels", f"{width}x{height}")
+            check_shape(width, height, max_pixels, max_aspect)
             image.load()
     except ImageRejected:
         raise

@@ -1,7 +1,7 @@
 """`curate verify RUN_DIR`: re-read every output shard and check it against what export recorded.
 
 Per shard: the tar's byte size and sha256 equal the manifest's, the tar reads to its end-of-archive
-marker, every sample has one image member (jpg/png/webp), a `.txt` and a `.json`, the image bytes'
+marker, every sample has one image member (jpg/png/webp: `imaging.OUTPUT_EXTS`), a `.txt` and a `.json`, the image bytes'
 sha256 is the sample's uid, the caption is the `.txt`, the sample count equals the manifest's and
 `sizes.json`'s, and the shard's Parquet rows are its `.json` records (same keys, uids and sample
 ids, in order). Across shards: every uid and every sample_id appears exactly once, the total equals
@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 from pipeline.core import io
 from pipeline.core.stage import MANIFEST, SUCCESS
 from pipeline.core.tars import TarSample, iter_tar_samples
-IMAGE_EXTS = ("jpg", "png", "webp")
+from pipeline.imaging import OUTPUT_EXTS
+
 ROW_ID = ("key", "uid", "sample_id")  # what ties a Parquet row to its sample in the tar
 SHARD_FIELDS = ("shard", "count", "bytes", "sha256")
 _CHUNK = 1 << 20
@@ -60,7 +61,7 @@ def _sha256_file(path: str) -> tuple[str, int]:
 def _sample_problems(sample: TarSample) -> tuple[dict[str, Any] | None, list[str]]:
     """The sample's `.json` record and what is wrong with the sample itself."""
     name = f"sample {sample.key}"
-    images = [ext for ext in IMAGE_EXTS if ext in sample.members]
+    images = [ext for ext in OUTPUT_EXTS if ext in sample.members]
     expected = {*images, "txt", "json"}
     if len(images) != 1 or set(sample.members) != expected or any(m.data is None for m in sample.members.values()):
         return None, [f"{name}: members {sorted(sample.members)}, expected one image, txt and json"]

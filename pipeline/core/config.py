@@ -6,8 +6,11 @@ Every error names the offending key and is raised before Spark starts or anythin
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import importlib.util
 import json
+import os
+import posixpath
 import re
 import types
 import typing
@@ -50,12 +53,16 @@ class IngestConfig:
 
     max_pixels: int = setting(
         89_478_485, "images with more pixels (read from the header) are quarantined (PIL's bomb threshold)")
+    max_aspect: float = setting(
+        50.0, "images whose longest side exceeds this many times the shortest are quarantined: extreme_aspect "
+        "(preprocessing resizes the shortest side, so its cost grows with the ratio)")
     max_image_bytes: int = setting(
         32 * 1024 * 1024, "image members larger than this are quarantined: image_too_large")
     max_caption_chars: int = setting(4096, "captions longer than this are quarantined: caption_too_long")
 
     def validate(self, prefix: str) -> None:
         _check(self.max_pixels > 0, f"{prefix}.max_pixels", "must be positive")
+        _check(self.max_aspect >= 1, f"{prefix}.max_aspect", "must be at least 1")
         _check(self.max_image_bytes > 0, f"{prefix}.max_image_bytes", "must be positive")
         _check(self.max_caption_chars > 0, f"{prefix}.max_caption_chars", "must be positive")
 
@@ -473,8 +480,9 @@ class RunConfig:
                "'cluster' needs cluster.enabled: true")
         _check(not self.export.include_embeddings or self.embed.enabled, "export.include_embeddings",
                "needs embed.enabled: true")
-        _check(not _input_inside(self.input, self.run_dir), "run_dir",
-               f"'{self.run_dir}' holds the input '{self.input}' (stages delete and rewrite folders there)")
+        _check(not _overlaps(self.input, self.run_dir), "run_dir",
+               f"'{self.run_dir}' and the input '{self.input}' overlap (stages delete and rewrite folders "
+               "in the run dir, and a run dir inside the input would be read as input): put them apart")
         for name in ("dbp", "ssp", "random"):
             keep = getattr(self, name)
             _check(name not in self.steps or keep.keep_fraction is not None or keep.keep_count is not None
@@ -491,15 +499,38 @@ class RunConfig:
                "decontaminate.methods", "'semantic' embeds the eval sets with embed.model: set it, or drop 'semantic'")
 
 
-def _input_inside(input_spec: str, run_dir: str) -> bool:
-    """True if any path `input_spec` can name (each brace alternative, up to its first wildcard) is
-    `run_dir` or lies under it."""
+def _real(path: str) -> str:
+    path = path.rstrip("/") or "/"
+    return os.path.realpath(path) if "://" not in path else path
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _overlaps(input_spec: str, run_dir: str) -> bool:
+    """True if some brace alternative of `input_spec` names a path in `run_dir` (the input inside
+    the run dir), or is a glob that can match files the run writes under `run_dir` (a run dir
+    inside the input: `**` below it, or leading components that match the run dir's). Local paths
+    are compared with links resolved."""
     from braceexpand import braceexpand
 
-    folder = run_dir.rstrip("/")
+    run = _real(run_dir)
     for spec in braceexpand(input_spec):
-        fixed = re.split(r"[*?\[]", spec, maxsplit=1)[0].rstrip("/")
-        if fixed == folder or fixed.startswith(folder + "/"):
+        head, *wild = re.split(r"[*?\[]", spec, maxsplit=1)
+        if not wild:  # a folder (its *.tar) or a file
+            if _under(_real(spec), run):
+                return True
+            continue
+        fixed = head if head.endswith("/") else posixpath.dirname(head)
+        root = _real(fixed)
+        if _under(root, run):
+            return True
+        pattern = f"{root.rstrip('/')}/{spec[len(fixed):].lstrip('/')}".split("/")
+        if "**" in pattern and _under(run, root):
+            return True
+        parts = run.split("/")
+        if len(pattern) > len(parts) and all(fnmatch.fnmatchcase(r, p) for r, p in zip(parts, pattern)):
             return True
     return False
 
@@ -593,7 +624,12 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if "=" not in pair:
             raise ConfigError(f"override '{pair}': expected key=value")
         key, raw = pair.split("=", 1)
-        _set_dotted(out, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override '{pair}': the value is not valid YAML ({str(err).splitlines()[0]}); "
+                              "quote it as a string or fix it") from None
+        _set_dotted(out, key.strip(), value)
     return out
 
 

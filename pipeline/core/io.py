@@ -81,17 +81,24 @@ def with_protocol(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
 
 
 def list_shards(input_spec: str) -> list[str]:
-    """Tar shards named by a directory, a glob or a brace pattern, sorted; raises InputError if none."""
+    """Tar shards named by a directory, a glob or a brace pattern, sorted; raises InputError if none,
+    or if a match is not a readable file (a folder or a broken link named `x.tar`)."""
     found: set[str] = set()
     for spec in braceexpand(input_spec):
         fs, path = filesystem(spec)
         if fs.isdir(path):
-            matches = fs.glob(posixpath.join(path, "*.tar"))
+            matches = fs.glob(posixpath.join(path, "*.tar"), detail=True)
         elif any(ch in path for ch in "*?["):
-            matches = fs.glob(path)
+            matches = fs.glob(path, detail=True)
         else:
-            matches = [path] if fs.exists(path) else []
-        found.update(with_protocol(fs, m, spec) for m in matches if m.endswith(".tar"))
+            matches = {path: fs.info(path)} if fs.exists(path) or fs.isdir(path) else {}
+        for match, info in matches.items():
+            if not match.endswith(".tar"):
+                continue
+            if info.get("type") != "file" and not fs.isfile(match):  # links are checked where they lead
+                kind = "a folder" if info.get("type") == "directory" else "not a readable file (a broken link?)"
+                raise InputError(f"input shard '{with_protocol(fs, match, spec)}' is {kind}: remove or rename it")
+            found.add(with_protocol(fs, match, spec))
     if not found:
         raise InputError(f"input '{input_spec}' matches no .tar shards")
     return sorted(found)
@@ -110,6 +117,16 @@ def _modified(fs: fsspec.AbstractFileSystem, path: str) -> str:
         return fs.modified(path).isoformat()
     except (NotImplementedError, AttributeError, KeyError):
         return ""
+
+
+_PART_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def part_name(shard_name: str) -> str:
+    """A shard name as one flat file name, reversibly: every byte outside `[A-Za-z0-9._-]` (the
+    folder separator `/`, and `~` itself) is written `~xx` in hex, so distinct shard names give
+    distinct part names (`a/00000` -> `a~2f00000`, `a__00000` stays)."""
+    return "".join(ch if ch in _PART_SAFE else "".join(f"~{b:02x}" for b in ch.encode()) for ch in shard_name)
 
 
 def fingerprint_files(paths: list[str]) -> str:

@@ -32,6 +32,17 @@ def build_ledger(ctx: RunContext, kept: int) -> dict[str, Any]:
     }
 
 
+def check_input(ctx: RunContext, ledger: dict[str, Any]) -> None:
+    """Raise LedgerError unless the ledger's input is what ingest read (the sum of its shards'
+    inputs: no shard's rows lost or written twice) and every sample id is counted once."""
+    ingested = ctx.manifest("ingest")["counts"]["input"]
+    if ledger["input"] != ingested:
+        raise LedgerError(f"ledger input {ledger['input']} != the {ingested} samples ingest read")
+    distinct = samples_df(ctx).select("sample_id").distinct().count()
+    if distinct != ledger["input"]:
+        raise LedgerError(f"{ledger['input'] - distinct} sample ids of the ingest table are repeated")
+
+
 def check_ledger(ledger: dict[str, Any]) -> None:
     """Raise LedgerError unless input = kept + removed + quarantined."""
     removed = sum(sum(reasons.values()) for reasons in ledger["removed"].values())
@@ -44,8 +55,10 @@ def check_ledger(ledger: dict[str, Any]) -> None:
 
 
 def write_ledger(ctx: RunContext, kept: int) -> dict[str, Any]:
-    """Build, check and write `<run_dir>/ledger.json`; a ledger that does not balance fails the run."""
+    """Build, check and write `<run_dir>/ledger.json`; a ledger that does not balance, or whose
+    input is not what ingest read, fails the run."""
     ledger = build_ledger(ctx, kept)
     io.write_json_atomic(f"{ctx.cfg.run_dir}/ledger.json", ledger)
+    check_input(ctx, ledger)
     check_ledger(ledger)
     return ledger

@@ -11,6 +11,9 @@ import yaml
 from pipeline.core import io
 from pipeline.core.config import ConfigError, RunConfig
 from pipeline.core.ledger import write_ledger
+from pipeline.core.lock import run_lock
+from pipeline.core.runlog import LOGS
+from pipeline.core.shard_reader import shard_tasks
 from pipeline.core.redact import redacted
 from pipeline.core.spark import get_spark, require_hadoop_filesystem
 from pipeline.core.stage import MANIFEST, SUCCESS, RunContext, Stage
@@ -97,14 +100,15 @@ def save_resolved_config(cfg: RunConfig) -> None:
 def run_pipeline(cfg: RunConfig, force: bool = False) -> RunResult:
     """Run every stage (skipping those up to date), write and check the ledger, write the report."""
     io.use_storage(cfg.storage_options.by_protocol())
-    io.list_shards(cfg.input)  # fail on an empty input or steps before Spark starts
+    shard_tasks(cfg.input)  # fail on an empty input, clashing shard names or steps before Spark starts
     stages = pipeline_stages(cfg)
     ctx = start(cfg)
-    save_resolved_config(cfg)
-    manifests = {stage.name: stage.run(ctx, force=force) for stage in stages}
-    export = manifests["export"]["counts"]
-    ledger = write_ledger(ctx, export["kept"])
-    report = build_report(ctx, stages, manifests, ledger)
+    with run_lock(cfg.run_dir):
+        save_resolved_config(cfg)
+        manifests = {stage.name: stage.run(ctx, force=force) for stage in stages}
+        export = manifests["export"]["counts"]
+        ledger = write_ledger(ctx, export["kept"])
+        report = build_report(ctx, stages, manifests, ledger)
     return RunResult(manifests, ledger, ctx.stage_dir("export"), export["pattern"], report)
 
 
@@ -151,11 +155,12 @@ def run_one_stage(cfg: RunConfig, name: str) -> dict[str, Any]:
     if name not in names:
         raise ValueError(f"unknown stage '{name}' (stages: {', '.join(names)})")
     ctx = start(cfg)
-    for stage in stages[: names.index(name)]:
-        manifest = stage.run(ctx, force=False) if stage.is_up_to_date(ctx) else None
-        if manifest is None:
-            raise RuntimeError(f"stage '{stage.name}' is not done or out of date: run `curate run` first")
-    return stages[names.index(name)].run(ctx, force=True)
+    with run_lock(cfg.run_dir):
+        for stage in stages[: names.index(name)]:
+            manifest = stage.run(ctx, force=False) if stage.is_up_to_date(ctx) else None
+            if manifest is None:
+                raise RuntimeError(f"stage '{stage.name}' is not done or out of date: run `curate run` first")
+        return stages[names.index(name)].run(ctx, force=True)
 
 
 def run_status(run_dir: str) -> list[dict[str, Any]]:
@@ -166,7 +171,7 @@ def run_status(run_dir: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for entry in sorted(fs.ls(root, detail=False)):
         name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if not fs.isdir(entry):
+        if not fs.isdir(entry) or name == LOGS:
             continue
         done = fs.exists(f"{entry}/{SUCCESS}")
         manifest = io.read_json(f"{run_dir}/{name}/{MANIFEST}") if done else {}

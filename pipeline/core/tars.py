@@ -1,8 +1,13 @@
 """Streaming reader of WebDataset/img2dataset tars that never trusts member names.
 
-Members are read in memory only (nothing is extracted to disk). Consecutive members that share a
-key form one sample, as webdataset groups them; the data offset of each member is kept so later
-stages can read the image bytes straight from the tar without re-scanning it.
+Members are read in memory only (nothing is extracted to disk). Members are grouped into samples
+the way webdataset 0.2.86 groups them (`tariterators.base_plus_ext` + `group_by_keys`): the key is
+the member's path up to the first dot of its file name (folders included), the rest is the
+lower-cased suffix, and consecutive members with one key form one sample. A leading `./` (as
+`tar -C dir -cf x.tar .` writes) is not part of the key. Archives concatenated into one file
+(`cat a.tar b.tar > c.tar`) are read through, as `tar --ignore-zeros` does. The data offset of each
+member (from the start of the file) is kept so later stages can read the image bytes straight from
+the tar without re-scanning it.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
 from pipeline.core import io
+from pipeline.imaging import IMAGE_EXTS, canonical_ext
 
-_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
+# webdataset 0.2.86 tariterators.base_plus_ext
+_BASE_PLUS_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+_SCAN = 1 << 16  # bytes read at a time when skipping the zero blocks between concatenated archives
 
 
 @dataclass
 class Member:
-    offset: int  # offset of the member's data in the tar
+    offset: int  # offset of the member's data in the file
     size: int
     data: bytes | None  # None when the member was larger than the read cap
 
@@ -30,8 +38,24 @@ class Member:
 @dataclass
 class TarSample:
     key: str
-    members: dict[str, Member] = field(default_factory=dict)
+    members: dict[str, Member] = field(default_factory=dict)  # suffix ("jpg", "txt", "b.jpg") -> member
     problem: str | None = None  # a quarantine reason found while reading the tar itself
+
+    def field(self, name: str) -> Member | None:
+        """The member for `name` ("txt", "json", "jpg"): the member with that suffix, else the one
+        member whose suffix ends with `.name` (a dotted key's "b.txt")."""
+        if name in self.members:
+            return self.members[name]
+        found = [m for suffix, m in self.members.items() if suffix.endswith(f".{name}")]
+        return found[0] if len(found) == 1 else None
+
+    def image(self) -> tuple[str, Member] | None:
+        """(canonical extension, member) of the sample's image (the first of IMAGE_EXTS present)."""
+        for ext in IMAGE_EXTS:
+            member = self.field(ext)
+            if member is not None:
+                return canonical_ext(ext), member
+        return None
 
 
 def unsafe_member(info: tarfile.TarInfo) -> bool:
@@ -45,67 +69,128 @@ def unsafe_member(info: tarfile.TarInfo) -> bool:
 
 
 def split_key(name: str) -> tuple[str, str] | None:
-    """WebDataset's rule: the key is the path up to the first dot of the file name."""
-    m = _KEY_EXT.match(name)
+    """(key, lower-cased suffix) of a member name as webdataset groups it, without a leading `./`;
+    None for a name whose file name has no dot after its first character (it belongs to no sample)."""
+    while name.startswith("./"):
+        name = name[2:]
+    m = _BASE_PLUS_EXT.match(name)
     return (m.group(1), m.group(2).lower()) if m else None
 
 
-def iter_tar_samples(fileobj: BinaryIO, max_member_bytes: int) -> Iterator[TarSample | str]:
-    """Yield samples in tar order; a final string is yielded if the tar is cut short or corrupt.
+def match_key(key: str) -> str:
+    """The key an img2dataset parquet row and a tar sample are matched on: the file-name part of
+    the key (folders and `./` dropped) up to its first dot, and digits as the number they spell
+    (so a parquet that stores keys as integers matches zero-padded tar keys)."""
+    name = str(key).replace("\\", "/").rsplit("/", 1)[-1]
+    name = name.split(".", 1)[0] if not name.startswith(".") else name
+    return str(int(name)) if name.isdigit() else name
 
-    Members with unsafe names yield a sample whose `problem` is `unsafe_member_path` (keyed by the
-    raw name) and their data is never read. Python's tarfile ends quietly at a truncated or garbled
-    header, so a seekable tar must also end with a zero block (the end-of-archive marker); if it
-    does not, the last sample read is marked `truncated_shard` too (its later members may be lost).
-    """
-    current: TarSample | None = None
+
+@dataclass
+class _Entry:
+    """One member as the header index saw it."""
+
+    suffix: str
+    offset: int  # of its data, from the start of the file
+    size: int
+    unsafe: bool
+
+
+def _index_archive(fileobj: BinaryIO, base: int, groups: dict[str, list[list[_Entry]]], last: list[str]) -> int:
+    """Add the members of the archive starting at `base` to `groups` (key -> its samples, each a
+    list of entries; a member whose suffix the key's samples all have starts a new sample) and
+    return where the archive ended. Only headers are read; `last` holds the key read last."""
+    fileobj.seek(base)
+    with tarfile.open(fileobj=fileobj, mode="r:") as tar:
+        for info in tar:
+            if info.isdir():
+                continue
+            parts = split_key(info.name)
+            if parts is None:
+                continue  # a file without an extension belongs to no sample (as in webdataset)
+            key, suffix = parts
+            samples = groups.setdefault(key, [])
+            entry = _Entry(suffix, info.offset_data, info.size, unsafe_member(info))
+            target = next((s for s in samples if all(e.suffix != suffix for e in s)), None)
+            if target is None:
+                samples.append(target := [])
+            target.append(entry)
+            last[:] = [key]
+        return tar.offset
+
+
+def _next_archive(fileobj: BinaryIO, end: int) -> int | None:
+    """Where the next concatenated archive starts after the archive ending at `end`, or None at the
+    end of the file. ReadError if no end-of-archive marker (zero block) is at `end` (the file is
+    truncated or corrupt) or if non-zero bytes after it are not a tar header (naming them)."""
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
-            for info in tar:
-                if info.isdir():
-                    continue
-                if unsafe_member(info):
-                    if current is not None:
-                        yield current
-                        current = None
-                    yield TarSample(key=info.name, problem="unsafe_member_path")
-                    continue
-                parts = split_key(info.name)
-                if parts is None:
-                    continue  # a file without an extension belongs to no sample
-                key, ext = parts
-                if current is not None and (current.key != key or ext in current.members):
-                    yield current
-                    current = None
-                if current is None:
-                    current = TarSample(key=key)
-                data = None
-                if info.size <= max_member_bytes:
-                    reader = tar.extractfile(info)
-                    data = reader.read() if reader is not None else b""
-                    if len(data) != info.size:
-                        raise tarfile.ReadError("unexpected end of data")
-                current.members[ext] = Member(offset=info.offset_data, size=info.size, data=data)
-            end = tar.offset
-        if not _end_marker_at(fileobj, end):
-            raise tarfile.ReadError(f"no end-of-archive marker at offset {end}: truncated or corrupt")
-    except (tarfile.TarError, EOFError, OSError) as err:
-        if current is not None:
-            current.problem = "truncated_shard"
-            yield current
-        yield f"{type(err).__name__}: {err}"
-        return
-    if current is not None:
-        yield current
-
-
-def _end_marker_at(fileobj: BinaryIO, offset: int) -> bool:
-    """True if a zero block starts at `offset`, or if the stream cannot seek back to tell."""
-    try:
-        fileobj.seek(offset)
+        fileobj.seek(end)
     except (OSError, ValueError):
-        return True
-    return fileobj.read(tarfile.BLOCKSIZE) == bytes(tarfile.BLOCKSIZE)
+        return None  # a stream that cannot seek back cannot tell; tarfile saw the end
+    if fileobj.read(tarfile.BLOCKSIZE) != bytes(tarfile.BLOCKSIZE):
+        raise tarfile.ReadError(f"no end-of-archive marker at offset {end}: truncated or corrupt")
+    position = end + tarfile.BLOCKSIZE
+    while chunk := fileobj.read(_SCAN):
+        stripped = chunk.lstrip(b"\0")
+        if stripped:
+            start = position + len(chunk) - len(stripped)
+            start -= (start - end) % tarfile.BLOCKSIZE
+            fileobj.seek(start)
+            header = fileobj.read(tarfile.BLOCKSIZE)
+            try:
+                tarfile.TarInfo.frombuf(header, tarfile.ENCODING, "surrogateescape")
+            except tarfile.HeaderError:
+                fileobj.seek(0, 2)
+                raise tarfile.ReadError(f"{fileobj.tell() - start} unread bytes at offset {start}, after the "
+                                        f"end-of-archive marker at offset {end}: not a tar header") from None
+            return start
+        position += len(chunk)
+    return None
+
+
+def iter_tar_samples(fileobj: BinaryIO, max_member_bytes: int) -> Iterator[TarSample | str]:
+    """Yield the samples of a seekable tar in the order their first members appear; a final string
+    is yielded if the tar is cut short or corrupt.
+
+    Members are grouped by key over the whole file, so a sample whose members are not adjacent
+    (GNU tar without `--sort=name` writes a folder in directory order) is still one sample; for
+    adjacent members this is webdataset's grouping. The headers are indexed first, then each
+    sample's members are read at their offsets. A sample with a member that has an unsafe name
+    (absolute, `..`) or is a link or device is one sample whose `problem` is `unsafe_member_path`;
+    such members are never read. Python's tarfile ends quietly at a truncated or garbled header,
+    so each archive must end with a zero block (the end-of-archive marker); if it does not, or
+    bytes after it are neither zeros nor another archive, the sample read last is marked
+    `truncated_shard` too (its later members may be lost).
+    """
+    groups: dict[str, list[list[_Entry]]] = {}
+    last: list[str] = []
+    error = None
+    base: int | None = 0
+    try:
+        while base is not None:
+            base = _next_archive(fileobj, _index_archive(fileobj, base, groups, last))
+    except (tarfile.TarError, EOFError, OSError) as err:
+        error = f"{type(err).__name__}: {err}"
+    first_seen = sorted(((entries[0].offset, key, n, entries) for key, samples in groups.items()
+                         for n, entries in enumerate(samples)), key=lambda t: t[0])
+    for _, key, n, entries in first_seen:
+        sample = TarSample(key=key)
+        if error is not None and last == [key] and n == len(groups[key]) - 1:
+            sample.problem = "truncated_shard"
+        for entry in entries:
+            if entry.unsafe:  # the sample is quarantined as a whole; this member is never read
+                sample.problem = sample.problem or "unsafe_member_path"
+                continue
+            data = None
+            if entry.size <= max_member_bytes:
+                try:
+                    data = read_member(fileobj, entry.offset, entry.size)
+                except EOFError:  # the member the index stopped in: its sample is truncated_shard
+                    sample.problem = "truncated_shard"
+            sample.members[entry.suffix] = Member(offset=entry.offset, size=entry.size, data=data)
+        yield sample
+    if error is not None:
+        yield error
 
 
 def read_member(fileobj: BinaryIO, offset: int, size: int) -> bytes:

@@ -22,8 +22,8 @@ from pipeline.core import io
 from pipeline.core.config import IngestConfig
 from pipeline.core.model_spec import ModelSpec
 from pipeline.core.tars import read_member
-from pipeline.imaging import ImageRejected, probe_image
-from pipeline.core.shard_reader import IMAGE_EXTS, ShardTask, read_shard
+from pipeline.imaging import IMAGE_EXTS, ImageRejected, probe_image
+from pipeline.core.shard_reader import ShardTask, read_shard
 from schemas import EVAL_SAMPLES
 
 

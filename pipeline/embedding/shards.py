@@ -68,7 +68,7 @@ def encode_shard(shard: str, rows: list[dict[str, Any]], out_dir: str, settings:
     # torch and open_clip are imported only where images are encoded (slow to import, heavy)
     from pipeline.models import encode_pairs, get_clip, select_device, set_torch_threads
 
-    part = shard.replace("/", "__")
+    part = io.part_name(shard)
     stats_path = f"{out_dir}/shard_stats/{part}.json"
     if io.exists(stats_path):
         return io.read_json(stats_path)

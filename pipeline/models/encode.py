@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipeline.imaging import to_mode
 from pipeline.models.loading import LoadedClip
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def _prepare(
 def _decode(clip: LoadedClip, data: bytes, index: int) -> torch.Tensor:
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return clip.preprocess(image.convert("RGB"))
+            return clip.preprocess(to_mode(image, "RGB"))
     except Exception as exc:  # PIL raises many types for broken input
         raise ImageDecodeError(index, exc) from exc
 

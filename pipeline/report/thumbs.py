@@ -16,7 +16,7 @@ from PIL import Image
 
 from pipeline.core import io
 from pipeline.core.tars import read_member
-from pipeline.imaging import DECODERS
+from pipeline.imaging import DECODERS, to_mode
 
 SIZE = 112
 
@@ -29,7 +29,7 @@ def thumbnail(data: bytes, max_pixels: int, size: int = SIZE) -> str | None:
         if image.width * image.height > max_pixels:
             return None
         image.draft("RGB", (size * 2, size * 2))
-        image = image.convert("RGB")
+        image = to_mode(image, "RGB")
         image.thumbnail((size, size))
         buf = pyio.BytesIO()
         image.save(buf, "JPEG", quality=80)

@@ -23,15 +23,15 @@ from pyspark.sql import types as T
 
 from pipeline.cluster.kmeans import assign, build_index, normalize_rows
 from pipeline.core import io
-from pipeline.core.config import ConfigError, RunConfig
+from pipeline.core.config import ConfigError, IngestConfig, RunConfig
 from pipeline.core.stage import RunContext
 from pipeline.core.tars import iter_tar_samples
 from pipeline.core.tasks import run_grouped
 from pipeline.core.tables import centroids
+from pipeline.imaging import ImageRejected, probe_image
 from pipeline.prune.select import centroid_distances, clustered_pool, decisions
 from pipeline.prune.step import PruneStep
 from pipeline.embedding.shards import EncodeSettings
-from pipeline.core.shard_reader import IMAGE_EXTS
 
 CHUNK = 65_536  # target rows assigned per FAISS call
 
@@ -59,18 +59,16 @@ def npy_files(target: str) -> list[str]:
     return []
 
 
-def _decodes(data: bytes) -> bool:
-    from PIL import Image
-
+def _usable(data: bytes, caps: IngestConfig) -> bool:
+    """The target image decodes within ingest's pixel and aspect caps."""
     try:
-        with Image.open(pyio.BytesIO(data)) as image:
-            image.convert("RGB")
+        probe_image(data, caps.max_pixels, caps.max_aspect)
         return True
-    except Exception:  # PIL raises many types for broken input
+    except ImageRejected:
         return False
 
 
-def tar_counts(tar: str, centroids: Broadcast, settings: EncodeSettings, max_bytes: int) -> dict[str, Any]:
+def tar_counts(tar: str, centroids: Broadcast, settings: EncodeSettings, caps: IngestConfig) -> dict[str, Any]:
     """Task body: embed the decodable images of one target tar; per-cluster nearest counts."""
     # torch and open_clip are imported only where images are encoded (slow to import, heavy)
     from pipeline.models import encode_pairs, get_clip, select_device
@@ -79,12 +77,12 @@ def tar_counts(tar: str, centroids: Broadcast, settings: EncodeSettings, max_byt
     images, skipped = [], 0
     fs, path = io.filesystem(tar)
     with fs.open(path, "rb") as f:
-        for sample in iter_tar_samples(f, max_bytes):
+        for sample in iter_tar_samples(f, caps.max_image_bytes):
             if isinstance(sample, str):
                 break
-            member = next((sample.members[e] for e in IMAGE_EXTS if e in sample.members), None)
-            if sample.problem is None and member is not None and member.data and _decodes(member.data):
-                images.append(member.data)
+            image = sample.image()
+            if sample.problem is None and image is not None and image[1].data and _usable(image[1].data, caps):
+                images.append(image[1].data)
             else:
                 skipped += 1
     clip = get_clip(settings.model, select_device(None))
@@ -115,12 +113,12 @@ def target_cluster_counts(ctx: RunContext, target: str, cents: np.ndarray) -> tu
                           "(with precomputed embeddings, give the target set as .npy embeddings)")
     tars = io.list_shards(target)
     settings = EncodeSettings.of(embed, "image_based")
-    max_bytes = ctx.cfg.ingest.max_image_bytes
+    caps = ctx.cfg.ingest
     ctx.spark.sparkContext.setJobDescription(f"image_based: embed {len(tars)} target shards")
     sc = ctx.spark.sparkContext
     payload = sc.broadcast(cents)
     pairs = sc.parallelize(list(enumerate(tars)), max(1, len(tars)))
-    results = run_grouped(pairs, len(tars), lambda i, _: tar_counts(tars[i], payload, settings, max_bytes))
+    results = run_grouped(pairs, len(tars), lambda i, _: tar_counts(tars[i], payload, settings, caps))
     payload.destroy()
     counts = np.sum([r["counts"] for r in results], axis=0).astype(np.int64)
     return counts, {"images": sum(r["images"] for r in results), "skipped": sum(r["skipped"] for r in results)}

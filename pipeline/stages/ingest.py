@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from pipeline.core import io
 from pipeline.core.config import IngestConfig
-from pipeline.core.shard_reader import ShardTask, read_shard
+from pipeline.core.shard_reader import ShardTask, read_shard, shard_tasks
 from pipeline.core.stage import RunContext, Stage
 from schemas import SAMPLES
 
@@ -42,8 +42,7 @@ class Ingest(Stage):
     resumable = True
 
     def tasks(self, ctx: RunContext) -> list[ShardTask]:
-        paths = io.list_shards(ctx.cfg.input)
-        return [ShardTask(path, name) for path, name in io.shard_names(paths).items()]
+        return shard_tasks(ctx.cfg.input)
 
     def input_fingerprint(self, ctx: RunContext) -> str:
         files = []

@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from pipeline.core.tars import split_key
+
 PARQUET = pa.schema([("key", pa.string()), ("status", pa.string()), ("caption", pa.string()),
                      ("url", pa.string()), ("error_message", pa.string())])
 
@@ -82,9 +84,10 @@ class Shard:
         self.sample(key, noise_image(self.pool.next_seed(), fmt), ext=ext)
 
     def raw(self, info: tarfile.TarInfo, data: bytes, reason: str) -> None:
-        """A member added as it is (unsafe names, links); expected as one quarantined row."""
+        """A member added as it is (unsafe names, links); expected as one quarantined row, keyed as
+        webdataset keys the member."""
         self.members.append((info, data))
-        self.pool.expect(f"{self.name}/{info.name}", reason, None)
+        self.pool.expect(f"{self.name}/{split_key(info.name)[0]}", reason, None)
 
     def listed_only(self, key: str, reason: str, status: str = "success") -> None:
         """A parquet row with no sample in the tar."""

@@ -71,7 +71,7 @@ def test_tar_truncated_between_members_is_noticed(bad_run: RunResult, bad_pool, 
 
 def test_unsafe_member_paths_and_links_are_quarantined_never_extracted(bad_pool: Pool, ingested, exported) -> None:
     check_shard("unsafe", bad_pool, ingested, exported)
-    assert {ingested[f"unsafe/{n}"]["uid"] for n in ("../../x.jpg", "/etc/x.jpg", "evil.jpg", "hard.jpg")} == {None}
+    assert {ingested[f"unsafe/{n}"]["uid"] for n in ("../../x", "/etc/x", "evil", "hard")} == {None}
     assert not (bad_pool.shards.parent / "x.jpg").exists() and not Path("/etc/x.jpg").exists()
 
 

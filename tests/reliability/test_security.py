@@ -56,11 +56,21 @@ def test_secrets_in_spark_conf_and_env_are_never_written(spark, tmp_path: Path, 
         assert secret not in out.out + out.err + caplog.text
 
 
-def test_run_dir_holding_the_input_is_refused(tmp_path: Path) -> None:
-    for spec in (tmp_path / "export" / "*.tar", tmp_path / "shards", tmp_path):
-        with pytest.raises(ConfigError, match="config key 'run_dir': .* holds the input"):
-            config_from_dict({"input": str(spec), "run_dir": str(tmp_path)})
+def test_run_dir_and_input_that_overlap_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "shards")
+    overlapping = [  # (input, run_dir): the run dir holds the input, or lies inside what it can match
+        (tmp_path / "export" / "*.tar", tmp_path), (tmp_path / "shards", tmp_path), (tmp_path, tmp_path),
+        (f"{tmp_path}/**/*.tar", tmp_path / "shards" / "run"), (f"{tmp_path}/*/*/*.tar", tmp_path / "run"),
+        (f"{tmp_path}/sh*/**", tmp_path / "shards" / "r"), (f"{tmp_path}/{{a,link}}/*/*.tar", tmp_path / "shards" / "r"),
+        (tmp_path / "link" / "x.tar", tmp_path / "shards"),
+    ]
+    for spec, run_dir in overlapping:
+        with pytest.raises(ConfigError, match="config key 'run_dir': .* overlap"):
+            config_from_dict({"input": str(spec), "run_dir": str(run_dir)})
     config_from_dict({"input": str(tmp_path / "shards"), "run_dir": str(tmp_path / "shards-run")})
+    config_from_dict({"input": f"{tmp_path}/shards/*.tar", "run_dir": str(tmp_path / "run")})
+    config_from_dict({"input": str(tmp_path / "shards"), "run_dir": str(tmp_path / "shards" / "run")})  # *.tar only
 
 
 # Reading untrusted bytes must never run code: these calls may not appear in the product.
