@@ -79,7 +79,7 @@ def _folder_images(spec: str, cfg: IngestConfig) -> tuple[list[EvalImage], int]:
         try:
             if len(data) > cfg.max_image_bytes:
                 raise ImageRejected("image_too_large")
-            info = probe_image(data, cfg.max_pixels)
+            info = probe_image(data, cfg.max_pixels, cfg.max_aspect)
         except ImageRejected:
             unusable += 1
             continue
