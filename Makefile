@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CURATE := $(VENV)/bin/curate
 
-.PHONY: install demo demo-dbp test test-slow minicomp minicomp-quick
+.PHONY: install demo demo-dbp test test-slow minicomp minicomp-quick dist venv-pack wheel-check
 
 install: $(VENV)/.installed
 
@@ -34,3 +34,16 @@ minicomp-quick: install
 
 minicomp: install
 	$(PY) -m bench.minicomp.run --out build/minicomp
+
+# What a cluster needs when its nodes don't have the code (README "Shipping the code to a cluster"):
+# dist/curate_pipeline-*.whl, dist/curate_pipeline.zip (--py-files) and dist/curate.py (the job).
+dist: install
+	PYTHON=$(PY) deploy/build-dist.sh dist
+
+# dist/curate-env.tar.gz: a venv with the wheel and every dependency, for --archives ...#env
+venv-pack: dist
+	PYTHON=python3 deploy/pack-venv.sh dist/curate_pipeline-*.whl dist/curate-env.tar.gz
+
+# The wheel with no extras in a new venv outside the checkout: the demo and every step (.ci/wheel-check).
+wheel-check: install
+	DEV_PY=$(PY) .ci/wheel-check

@@ -2,22 +2,38 @@
 # Shared by the submit-*.sh wrappers (sourced, not run). Sets:
 #   CURATE_HOME  the checkout or image folder holding jobs/ and deploy/ (the same path on every node)
 #   JOB          the spark-submit application: jobs/curate.py
-#   COMMON_CONF  --conf pairs every deployment wants (Arrow transfers, the Python executable)
+#   COMMON_CONF  --conf pairs every deployment wants (Arrow transfers, the Python executables)
+#   SHIP_CONF    how the code reaches executors that don't have it (empty: they have it installed)
 #   GPU_CONF     GPU scheduling --conf pairs when GPUS_PER_EXECUTOR > 0, else empty
-# Environment knobs (all optional): PYTHON, GPUS_PER_EXECUTOR, GPU_PER_TASK, GPU_DISCOVERY,
+# Environment knobs (all optional): PYTHON (the executors' Python), DRIVER_PYTHON (the driver's;
+# default PYTHON), PY_FILES, ENV_ARCHIVE, GPUS_PER_EXECUTOR, GPU_PER_TASK, GPU_DISCOVERY,
 # EXECUTOR_CORES, SPARK_SUBMIT.
+# Shipping the code (README "Shipping the code to a cluster"):
+#   PY_FILES=dist/curate_pipeline.zip    --py-files (`make dist`); PYTHON must have the dependencies
+#   ENV_ARCHIVE=dist/curate-env.tar.gz   --archives ...#env (`make venv-pack`): executors run
+#                                        ./env/bin/python; DRIVER_PYTHON is a local Python with the package
 set -euo pipefail
 
 CURATE_HOME="${CURATE_HOME:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 JOB="${CURATE_HOME}/jobs/curate.py"
 SPARK_SUBMIT="${SPARK_SUBMIT:-spark-submit}"
-PYTHON="${PYTHON:-python3}"
 EXECUTOR_CORES="${EXECUTOR_CORES:-8}"
+
+SHIP_CONF=()
+if [ -n "${PY_FILES:-}" ]; then
+  SHIP_CONF+=(--py-files "${PY_FILES}")
+fi
+if [ -n "${ENV_ARCHIVE:-}" ]; then
+  SHIP_CONF+=(--archives "${ENV_ARCHIVE}#env")
+  PYTHON="${PYTHON:-./env/bin/python}"
+fi
+PYTHON="${PYTHON:-python3}"
+DRIVER_PYTHON="${DRIVER_PYTHON:-${PYTHON}}"
 
 COMMON_CONF=(
   --conf spark.sql.execution.arrow.pyspark.enabled=true
   --conf "spark.pyspark.python=${PYTHON}"
-  --conf "spark.pyspark.driver.python=${PYTHON}"
+  --conf "spark.pyspark.driver.python=${DRIVER_PYTHON}"
 )
 
 # Every task reserves GPU_PER_TASK of a GPU, CPU stages included: with the default 1/EXECUTOR_CORES

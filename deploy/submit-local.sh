@@ -14,4 +14,5 @@ exec "${SPARK_SUBMIT}" \
   --master "local[${CORES:-*}]" \
   --driver-memory "${DRIVER_MEMORY:-8g}" \
   "${COMMON_CONF[@]}" \
+  "${SHIP_CONF[@]}" \
   "${JOB}" --config "${config}" "$@"

@@ -6,6 +6,8 @@
 # the JVM), TOTAL_CORES, DRIVER_MEMORY (8g), GPUS_PER_EXECUTOR / GPU_PER_TASK (see common.sh).
 # GPU workers also need, in their SPARK_WORKER_OPTS: -Dspark.worker.resource.gpu.amount=N
 # -Dspark.worker.resource.gpu.discoveryScript=$CURATE_HOME/deploy/gpu_discovery.sh
+# Workers without the package: PY_FILES=dist/curate_pipeline.zip (their PYTHON has the
+# dependencies) or ENV_ARCHIVE=dist/curate-env.tar.gz (see common.sh).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 [ $# -ge 1 ] || usage
@@ -21,5 +23,6 @@ exec "${SPARK_SUBMIT}" \
   --conf "spark.executor.pyspark.memory=${PYTHON_MEMORY:-8g}" \
   ${TOTAL_CORES:+--total-executor-cores "${TOTAL_CORES}"} \
   "${COMMON_CONF[@]}" \
+  "${SHIP_CONF[@]}" \
   "${GPU_CONF[@]}" \
   "${JOB}" --config "${config}" "$@"

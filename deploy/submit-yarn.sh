@@ -7,10 +7,10 @@
 # EXECUTOR_MEMORY (16g), PYTHON_MEMORY (8g), DRIVER_MEMORY (8g), GPUS_PER_EXECUTOR / GPU_PER_TASK.
 # run_dir and input must be URLs every container can reach (hdfs://, s3a://, ...).
 set -euo pipefail
-PYTHON=./env/bin/python
+: "${ENV_ARCHIVE:?set ENV_ARCHIVE to a venv-pack/conda-pack archive of this package (make venv-pack)}"
+DRIVER_PYTHON=./env/bin/python  # cluster mode: the driver runs in a container too
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 [ $# -ge 1 ] || usage
-: "${ENV_ARCHIVE:?set ENV_ARCHIVE to a venv-pack/conda-pack archive of this package}"
 config="$1"; shift
 
 allocation=(--conf spark.dynamicAllocation.enabled=true --conf spark.dynamicAllocation.shuffleTracking.enabled=true)
@@ -22,7 +22,6 @@ exec "${SPARK_SUBMIT}" \
   --master yarn \
   --deploy-mode cluster \
   --queue "${QUEUE:-default}" \
-  --archives "${ENV_ARCHIVE}#env" \
   --files "${config}" \
   --driver-memory "${DRIVER_MEMORY:-8g}" \
   --executor-cores "${EXECUTOR_CORES}" \
@@ -31,5 +30,6 @@ exec "${SPARK_SUBMIT}" \
   --conf "spark.yarn.appMasterEnv.PYSPARK_PYTHON=${PYTHON}" \
   "${allocation[@]}" \
   "${COMMON_CONF[@]}" \
+  "${SHIP_CONF[@]}" \
   "${GPU_CONF[@]}" \
   "${JOB}" --config "$(basename "${config}")" "$@"

@@ -99,8 +99,9 @@ def submit_argv(wrapper: str, tmp_path: Path, **env: str) -> list[str]:
     printer = tmp_path / "print-argv"
     printer.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
     printer.chmod(0o755)
-    run_env = {**os.environ, "SPARK_SUBMIT": str(printer), "MASTER": "spark://master:7077", "ENV_ARCHIVE": "env.tgz",
-               "K8S_API": "https://k8s:6443", "IMAGE": "curate:test", **env}
+    run_env = {**os.environ, "SPARK_SUBMIT": str(printer), "MASTER": "spark://master:7077",
+               "K8S_API": "https://k8s:6443", "IMAGE": "curate:test",
+               **({"ENV_ARCHIVE": "env.tgz"} if wrapper == "submit-yarn.sh" else {}), **env}
     done = subprocess.run([str(DEPLOY / wrapper), "/etc/curate/run.yaml", "--set", "seed=1"], env=run_env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -129,6 +130,22 @@ def test_submit_wrappers_build_a_spark_submit_of_the_job(wrapper: str, tmp_path:
     assert master == {"submit-local.sh": "local[*]", "submit-standalone.sh": "spark://master:7077", "submit-yarn.sh": "yarn",
                       "submit-k8s.sh": "k8s://https://k8s:6443"}[wrapper]
     assert not any(k.startswith("spark.executor.resource.gpu") for k in confs(argv))
+
+
+def test_shipping_knobs_add_py_files_or_the_packed_venv(tmp_path: Path) -> None:
+    plain = submit_argv("submit-standalone.sh", tmp_path)
+    assert "--py-files" not in plain and "--archives" not in plain
+    argv = submit_argv("submit-standalone.sh", tmp_path, PY_FILES="dist/curate_pipeline.zip", PYTHON="/usr/bin/python3")
+    assert argv[argv.index("--py-files") + 1] == "dist/curate_pipeline.zip"
+    assert confs(argv)["spark.pyspark.python"] == confs(argv)["spark.pyspark.driver.python"] == "/usr/bin/python3"
+    argv = submit_argv("submit-standalone.sh", tmp_path, ENV_ARCHIVE="dist/curate-env.tar.gz",
+                       DRIVER_PYTHON="/opt/venv/bin/python")
+    assert argv[argv.index("--archives") + 1] == "dist/curate-env.tar.gz#env"
+    assert (confs(argv)["spark.pyspark.python"], confs(argv)["spark.pyspark.driver.python"]) == (
+        "./env/bin/python", "/opt/venv/bin/python")
+    yarn = submit_argv("submit-yarn.sh", tmp_path)
+    assert yarn.count("--archives") == 1 and yarn[yarn.index("--archives") + 1] == "env.tgz#env"
+    assert confs(yarn)["spark.pyspark.python"] == confs(yarn)["spark.pyspark.driver.python"] == "./env/bin/python"
 
 
 @pytest.mark.parametrize("wrapper", ["submit-standalone.sh", "submit-yarn.sh", "submit-k8s.sh"])

@@ -1,4 +1,4 @@
-"""A throwaway Spark standalone cluster (one master, one worker on 127.0.0.1) from the pyspark install,
+"""A throwaway Spark standalone cluster (one master, one or more workers on 127.0.0.1) from the pyspark install,
 and `spark-submit` against it. For tests; each process runs in its own session so it can be killed
 with its children."""
 
@@ -85,8 +85,10 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     proc.wait()
 
 
-def start_standalone(base: Path, cores: int = 2, memory: str = "3g", timeout: float = 90) -> Standalone:
-    """Start a master and one worker with `cores` and `memory`; return once the worker is registered."""
+def start_standalone(base: Path, cores: int = 2, memory: str = "3g", timeout: float = 90, workers: int = 1,
+                     env: dict[str, str] | None = None) -> Standalone:
+    """Start a master and `workers` workers with `cores` and `memory` each, in `env` (default
+    `spark_env`); return once every worker is registered."""
     port, ui = free_port(), free_port()
     cluster = Standalone(f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui}", base / "work", base / "logs")
     cluster.work_dir.mkdir(parents=True, exist_ok=True)
@@ -94,18 +96,19 @@ def start_standalone(base: Path, cores: int = 2, memory: str = "3g", timeout: fl
     daemons = {
         "master": ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
                    "--webui-port", str(ui)],
-        "worker": ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", str(cores),
-                   "--memory", memory, "--work-dir", str(cluster.work_dir), "--webui-port", str(free_port()),
-                   cluster.master_url],
     }
+    for i in range(workers):
+        daemons[f"worker{i if workers > 1 else ''}"] = [
+            "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", str(cores), "--memory", memory,
+            "--work-dir", str(cluster.work_dir), "--webui-port", str(free_port()), cluster.master_url]
     try:
         for name, args in daemons.items():
             with (cluster.log_dir / f"{name}.log").open("wb") as out:
                 cluster.procs.append(subprocess.Popen([str(SPARK_HOME / "bin" / "spark-class"), *args],
-                                                      env=spark_env(cluster.log_dir), stdout=out,
+                                                      env=env or spark_env(cluster.log_dir), stdout=out,
                                                       stderr=subprocess.STDOUT, start_new_session=True))
         deadline = time.time() + timeout
-        while cluster.alive_workers() < 1:
+        while cluster.alive_workers() < workers:
             if time.time() > deadline or any(p.poll() is not None for p in cluster.procs):
                 raise RuntimeError(f"standalone cluster did not start; see {cluster.log_dir}")
             time.sleep(0.5)
