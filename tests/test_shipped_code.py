@@ -35,14 +35,15 @@ def clean_env() -> dict[str, str]:
 
 
 def venv_with_dependencies(venv: Path) -> Path:
-    """A new venv whose site-packages links this venv's by a .pth file: every dependency, found after
-    the standard library as installed packages are, and none of this venv's own .pth files run (the
-    editable install's hook among them). Returns its python."""
+    """A new venv whose sitecustomize appends this venv's site-packages to the path: every
+    dependency, found after the standard library as installed packages are, and none of this venv's
+    own .pth files run (the editable install's hook among them; venv-pack also refuses .pth links).
+    Returns its python."""
     subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True, env=clean_env()).stdout.strip()
-    Path(site, "dependencies.pth").write_text(SITE_PACKAGES + "\n")
+    Path(site, "sitecustomize.py").write_text(f"import sys\nsys.path.append({SITE_PACKAGES!r})\n")
     return python
 
 
