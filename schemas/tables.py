@@ -20,6 +20,8 @@ SAMPLES = pa.schema(
         pa.field("height", pa.int32()),
         pa.field("phash", pa.int64()),  # 64-bit DCT perceptual hash, as a signed integer
         pa.field("quarantine_reason", pa.string()),  # null when the sample is usable
+        # JSON object: every column of the source parquet row and every field of the .json member
+        pa.field("source", pa.string()),
     ]
 )
 
@@ -140,6 +142,7 @@ EXPORT_ROWS = pa.schema(
         pa.field("cluster_id", pa.int32()),  # null when the run did not cluster
         pa.field("clip_score", pa.float32()),  # null when the run did not embed
         pa.field("passed", pa.list_(pa.string())),  # the run's steps (a kept sample passed them all)
+        pa.field("source", pa.string()),  # JSON: the source parquet row + .json fields (an object in the .json member)
         pa.field("image_emb", pa.list_(pa.float32())),  # only with export.include_embeddings
         pa.field("text_emb", pa.list_(pa.float32())),  # only with export.include_embeddings
     ]

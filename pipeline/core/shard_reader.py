@@ -54,8 +54,7 @@ def _index_parquet(tar_path: str) -> ParquetIndex:
     try:
         fs, p = io.filesystem(path)
         table = pq.read_table(p, filesystem=fs)
-        cols = [c for c in ("key", "status", "caption", "url", "error_message") if c in table.column_names]
-        rows = table.select(cols).to_pylist()
+        rows = table.to_pylist()
     except Exception as err:  # an unreadable parquet must not lose the tar's samples
         return ParquetIndex({}, [], error=f"{type(err).__name__}: {err}")
     index = ParquetIndex({}, [], rows=len(rows))
@@ -88,22 +87,35 @@ def _caption(sample: TarSample, cfg: IngestConfig) -> tuple[str | None, str | No
     return text, None
 
 
-def _url(sample: TarSample) -> str | None:
+def _json_fields(sample: TarSample) -> dict[str, Any]:
+    """The fields of the sample's .json member ({} when it has none or it is not a JSON object)."""
     member = sample.field("json")
     if member is None or member.data is None:
-        return None
+        return {}
     try:
         meta = json.loads(member.data)
     except ValueError:
-        return None
-    url = meta.get("url") if isinstance(meta, dict) else None
-    return url if isinstance(url, str) else None
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
-def sample_row(task: ShardTask, sample: TarSample, sample_id: str, cfg: IngestConfig) -> dict[str, Any]:
-    """One SAMPLES row for a sample read from a tar, with a quarantine reason if it is unusable."""
+def source_json(parquet_row: dict[str, Any] | None, json_fields: dict[str, Any]) -> str | None:
+    """The sample's source metadata as one JSON object: its parquet row's columns, then its .json
+    member's fields (which win where both name a field); None when there is neither. Values JSON
+    cannot hold (bytes, timestamps) are written as their string form."""
+    merged = {**(parquet_row or {}), **json_fields}
+    return json.dumps(merged, sort_keys=True, default=str, ensure_ascii=False) if merged else None
+
+
+def sample_row(task: ShardTask, sample: TarSample, sample_id: str, cfg: IngestConfig,
+               parquet_row: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One SAMPLES row for a sample read from a tar (`parquet_row`: its row in the shard's parquet),
+    with a quarantine reason if it is unusable."""
     row: dict[str, Any] = {name: None for name in SAMPLES.names}
-    row.update(sample_id=sample_id, shard=task.path, shard_name=task.name, key=sample.key, url=_url(sample))
+    fields = _json_fields(sample)
+    url = fields.get("url")
+    row.update(sample_id=sample_id, shard=task.path, shard_name=task.name, key=sample.key,
+               url=url if isinstance(url, str) else None, source=source_json(parquet_row, fields))
     reason = sample.problem
     found = sample.image()
     if found is not None:
@@ -143,6 +155,7 @@ def _listed_row(task: ShardTask, sample_id: str, key: str, meta: dict[str, Any],
         caption=caption if isinstance(caption, str) else None,
         url=meta.get("url") if isinstance(meta.get("url"), str) else None,
         quarantine_reason=reason,
+        source=source_json(meta, {}),
     )
     return row
 
@@ -180,7 +193,8 @@ def read_shard(task: ShardTask, cfg: IngestConfig) -> tuple[list[dict[str, Any]]
             if seen[item.key] > 1:
                 sample_id = f"{sample_id}#{seen[item.key]}"
                 item.problem = item.problem or "duplicate_key"
-            rows.append(sample_row(task, item, sample_id, cfg))
+            listed = index.by_key.get(match_key(item.key))
+            rows.append(sample_row(task, item, sample_id, cfg, listed[0] if listed else None))
     rows.extend(_listed_only(task, index, {match_key(k) for k in seen}, tar_error is not None))
     reasons = Counter(r["quarantine_reason"] for r in rows if r["quarantine_reason"])
     stats = {

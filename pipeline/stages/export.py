@@ -37,12 +37,13 @@ from pipeline.core.tars import raise_if_source_changed, report_source_changed
 from pipeline.core.tasks import run_grouped_tables
 from pipeline.export.layout import INDEX, locate, plan_layout, with_positions
 from pipeline.export.manifest import output_manifest
-from schemas import EXPORT_ROWS
+from pipeline.export.uid_lists import write_uid_lists
+from schemas import EXPORT_ROWS, spark_schema
 
 log = logging.getLogger("curate")
 
 EXPORT_COLUMNS = ["sample_id", "uid", "shard", "shard_name", "key", "caption", "url", "width", "height", "image_ext",
-                  "image_offset", "image_bytes"]
+                  "image_offset", "image_bytes", "source"]
 
 
 class _HashingWriter:
@@ -84,6 +85,11 @@ def output_table(keys: list[str], rows: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=EXPORT_ROWS).combine_chunks()
 
 
+def json_member(record: dict[str, Any]) -> bytes:
+    """A sample's .json member: its EXPORT_ROWS record, with `source` as an object."""
+    return json.dumps({**record, "source": json.loads(record["source"] or "{}")}, sort_keys=True).encode()
+
+
 def image_refs(rows: pa.Table) -> ImageRefs:
     """Where the images of `rows` (kept samples) are in their source tars."""
     return ImageRefs(*(rows.column(name).to_pylist() for name in ("shard", "image_offset", "image_bytes", "uid",
@@ -108,7 +114,7 @@ def write_shard(out_dir: str, shard: int, rows: pa.Table) -> dict[str, Any]:
                 key = record["key"]
                 _add(tar, f"{key}.{record['image_ext']}", image)
                 _add(tar, f"{key}.txt", (record["caption"] or "").encode())
-                _add(tar, f"{key}.json", json.dumps(record, sort_keys=True).encode())
+                _add(tar, f"{key}.json", json_member(record))
                 progress(1)
     fs.mv(tar_path + ".tmp", tar_path)
     io.write_parquet_atomic(f"{out_dir}/{name}.parquet", table)
@@ -205,7 +211,12 @@ class Export(Stage):
         input_fp = ctx.manifest("ingest")["input_fingerprint"]
         manifest = output_manifest(stats, shard_pattern(n_shards), ctx.cfg, input_fp, ctx.fingerprints)
         io.write_json_atomic(f"{out_dir}/manifest.json", manifest)
+        paths = [f"{out_dir}/{s['shard'][: -len('.tar')]}.parquet" for s in stats]
+        schema = spark_schema(EXPORT_ROWS)
+        exported = ctx.spark.read.schema(schema).parquet(*paths) if paths else ctx.spark.createDataFrame([], schema)
+        sc.setJobDescription("export: uid lists")
         return {
+            "uid_lists": write_uid_lists(exported, out_dir),
             "kept": kept,
             "shards": stats,
             "bytes": manifest["bytes"],

@@ -57,7 +57,7 @@ def test_parquet_rows_equal_json_records_plus_embeddings(full_run: FullRun) -> N
     assert len(rows) == len(by_key)
     for row in rows:
         image_emb, text_emb = row.pop("image_emb"), row.pop("text_emb")
-        assert row == by_key[row["key"]]
+        assert {**row, "source": json.loads(row["source"])} == by_key[row["key"]]  # source: JSON text in Parquet
         emb = embeddings[row["sample_id"]]
         np.testing.assert_array_equal(np.float32(image_emb), np.float32(emb["image_emb"]))
         np.testing.assert_array_equal(np.float32(text_emb), np.float32(emb["text_emb"]))
