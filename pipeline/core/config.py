@@ -258,6 +258,8 @@ class ClusterConfig:
     # CPU on list<float> columns (Spark's reader + its row-wise Arrow conversion are the cost)
     assign_from: Literal["dataframe", "files"] = setting(
         "dataframe", "how assignment tasks read embeddings: dataframe (Spark) or files (pyarrow per Parquet file)")
+    centroids: str | None = setting(
+        None, "frozen concepts: a K x d .npy, or a previous run's cluster folder; assign without training (K from it)")
 
     def validate(self, prefix: str) -> None:
         _check(self.n_clusters >= 1, f"{prefix}.n_clusters", "must be >= 1")
@@ -269,6 +271,8 @@ class ClusterConfig:
         _check(0 <= self.ivf_nlist <= self.n_clusters, f"{prefix}.ivf_nlist", "must be in [0, n_clusters]")
         _check(self.nprobe >= 1, f"{prefix}.nprobe", "must be >= 1")
         _check(self.assign_batch_size >= 1, f"{prefix}.assign_batch_size", "must be >= 1")
+        _check(self.centroids is None or "://" in self.centroids or Path(self.centroids).exists(),
+               f"{prefix}.centroids", f"'{self.centroids}' does not exist")
 
 
 @dataclass(frozen=True)
@@ -660,6 +664,9 @@ def _absolute_paths(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(decontaminate, dict) and isinstance(decontaminate.get("eval_sets"), list | tuple):
         sets = [_absolute(p) if isinstance(p, str) else p for p in decontaminate["eval_sets"]]
         data["decontaminate"] = {**decontaminate, "eval_sets": sets}
+    cluster = data.get("cluster")
+    if isinstance(cluster, dict) and isinstance(cluster.get("centroids"), str):
+        data["cluster"] = {**cluster, "centroids": _absolute(cluster["centroids"])}
     image_based = data.get("image_based")
     if isinstance(image_based, dict) and isinstance(image_based.get("target"), str):
         data["image_based"] = {**image_based, "target": _absolute(image_based["target"])}

@@ -177,10 +177,16 @@ def write_json_atomic(path: str, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def read_json(path: str) -> Any:
+def read_bytes(path: str) -> bytes:
+    """The whole content of a (small) file."""
     fs, p = filesystem(path)
     with fs.open(p, "rb") as f:
-        return json.loads(f.read())
+        return f.read()
+
+
+def read_json(path: str) -> Any:
+    """A JSON file's content."""
+    return json.loads(read_bytes(path))
 
 
 def write_parquet_atomic(path: str, table: pa.Table) -> None:

@@ -15,6 +15,11 @@
    sums, merged on the driver.
 4. Stats (driver). `cluster_stats/` (CLUSTER_STATS) from those sums and the centroids.
 
+Frozen concepts (`cluster.centroids`: a K x d `.npy`, or a previous run's cluster folder): steps 1
+and 2 are skipped; the given centroids (unit-normalised) are written as this run's and every
+embedding is assigned to them, so runs over a growing pool share one concept model. Their file's
+path, size and mtime are in the stage's input fingerprint; the manifest records `trained: false`.
+
 The driver holds the sample (sample_size x d float32, twice at peak) and never the full table.
 Fewer usable embeddings than `n_clusters` raises a ConfigError naming `cluster.n_clusters` (K is
 never lowered silently: later stages' quotas depend on it). Rows whose image_emb is null get no
@@ -58,12 +63,13 @@ from pipeline.cluster.kmeans import (
     index_to_bytes,
     neighbour_distances,
     normalize_rows,
+    row_dots,
     sample_margin,
     train_kmeans,
     vectors_from_arrow,
 )
 from pipeline.core import io
-from pipeline.core.config import ConfigError
+from pipeline.core.config import ConfigError, RunConfig
 from pipeline.core.stage import RunContext, Stage
 from pipeline.core.tables import CENTROIDS_NPY, embeddings_df
 from schemas import ASSIGNMENTS
@@ -235,6 +241,36 @@ def assign_all(ctx: RunContext, emb: DataFrame, index_bytes: bytes, cents: np.nd
 # ---------------------------------------------------------------- the stage
 
 
+def centroids_file(spec: str) -> str:
+    """The `.npy` that `cluster.centroids` names: the file itself, or a cluster folder's centroids.npy."""
+    return spec if spec.endswith(".npy") else f"{spec.rstrip('/')}/{CENTROIDS_NPY}"
+
+
+def load_frozen_centroids(spec: str) -> np.ndarray:
+    """The frozen centroids of `cluster.centroids` as unit-norm float32 [K, d] (never unpickled);
+    a ConfigError naming the key when the file is not a finite 2-D numeric array of non-zero rows."""
+    path = centroids_file(spec)
+    key = f"config key '{STAGE}.centroids'"
+    if not io.exists(path):
+        raise ConfigError(f"{key}: no centroids file at '{path}'")
+    try:
+        array = np.load(pyio.BytesIO(io.read_bytes(path)), allow_pickle=False)
+    except ValueError as err:
+        raise ConfigError(f"{key}: '{path}' is not a plain .npy array ({err})") from None
+    if array.ndim != 2 or array.shape[0] < 1 or not np.issubdtype(array.dtype, np.number):
+        raise ConfigError(f"{key}: '{path}' holds {array.dtype} {array.shape}, expected a K x d numeric array")
+    cents = normalize_rows(array.astype(np.float32))
+    if not np.all(np.isfinite(cents)) or np.any(np.abs(row_dots(cents, cents) - 1.0) > 1e-3):
+        raise ConfigError(f"{key}: '{path}' has non-finite or zero rows")
+    return cents
+
+
+def embedding_dim(emb: DataFrame) -> int | None:
+    """The length of the image embeddings (None when no row has one)."""
+    row = emb.where(F.col("image_emb").isNotNull()).select(F.size("image_emb").alias("d")).first()
+    return None if row is None else int(row["d"])
+
+
 def _write_npy(path: str, array: np.ndarray) -> None:
     buf = pyio.BytesIO()
     np.save(buf, array, allow_pickle=False)
@@ -248,12 +284,14 @@ class Cluster(Stage):
     needs = ("embed",)
     seeded = True  # the seed draws the training sample and seeds FAISS
 
-    def execute(self, ctx: RunContext, out_dir: str) -> dict[str, Any]:
+    def external_files(self, cfg: RunConfig) -> list[str]:
+        """The frozen centroids file, when the run uses one."""
+        return [centroids_file(cfg.cluster.centroids)] if cfg.cluster.centroids else []
+
+    def train(self, ctx: RunContext, emb: DataFrame, out_dir: str) -> tuple[np.ndarray, dict[str, Any]]:
+        """Centroids trained on a seeded sample of `emb`, and the training's manifest counts."""
         cfg = ctx.cfg.cluster
         k = cfg.n_clusters
-        emb = embeddings_df(ctx)
-        times: dict[str, float] = {}
-
         t0 = time.time()
         target = min(cfg.sample_size, k * cfg.max_points_per_centroid)
         x, n_rows = draw_sample(ctx, emb, target, f"{out_dir}/_sample")
@@ -263,19 +301,39 @@ class Cluster(Stage):
                 f"embeddings table has {len(x)} rows with an image embedding; lower it"
             )
         n_train, dim = x.shape
-        times["sample"] = time.time() - t0
-
+        sample_seconds = time.time() - t0
         t0 = time.time()
         result = train_kmeans(x, k, iterations=cfg.iterations, redo=cfg.redo, seed=ctx.cfg.seed,
                               max_points_per_centroid=cfg.max_points_per_centroid, init=cfg.init)
         del x
-        cents = result.centroids
+        log.info("%s: trained %d centroids on %d x %d (%s) in %.1fs", STAGE, k, n_train, dim,
+                 result.device, time.time() - t0)
+        return result.centroids, {
+            "n": n_rows, "trained": True, "sample_size": n_train,
+            "objective": result.objective,  # sum of cos(x, centroid) over the training sample
+            "sample_mean_cos": result.objective / n_train, "device": result.device, "init": cfg.init,
+            "seconds": {"sample": sample_seconds, "train": time.time() - t0, "init": result.init_seconds},
+        }
+
+    def frozen(self, ctx: RunContext, emb: DataFrame) -> tuple[np.ndarray, dict[str, Any]]:
+        """The frozen centroids of `cluster.centroids`, checked against the embeddings' length."""
+        spec = ctx.cfg.cluster.centroids
+        cents = load_frozen_centroids(spec)
+        dim = embedding_dim(emb)
+        if dim is not None and dim != cents.shape[1]:
+            raise ConfigError(f"config key '{STAGE}.centroids': its centroids have {cents.shape[1]} dimensions, "
+                              f"the image embeddings {dim}")
+        log.info("%s: %d frozen centroids from %s (no training)", STAGE, len(cents), centroids_file(spec))
+        return cents, {"n": emb.count(), "trained": False, "centroids_from": centroids_file(spec), "seconds": {}}
+
+    def execute(self, ctx: RunContext, out_dir: str) -> dict[str, Any]:
+        cfg = ctx.cfg.cluster
+        emb = embeddings_df(ctx)
+        cents, counts = self.frozen(ctx, emb) if cfg.centroids else self.train(ctx, emb, out_dir)
+        k, dim = cents.shape
+        times = counts.pop("seconds")
         _write_npy(f"{out_dir}/{CENTROIDS_NPY}", cents)
         io.write_parquet_atomic(f"{out_dir}/centroids/part-00000.parquet", centroids_table(cents))
-        times["train"] = time.time() - t0
-        times["init"] = result.init_seconds  # part of train
-        log.info("%s: trained %d centroids on %d x %d (%s) in %.1fs", STAGE, k, n_train, dim,
-                 result.device, times["train"])
 
         t0 = time.time()
         index_bytes = index_to_bytes(build_index(cents, cfg.index, cfg.ivf_nlist, cfg.nprobe))
@@ -290,20 +348,15 @@ class Cluster(Stage):
         io.write_parquet_atomic(f"{out_dir}/cluster_stats/part-00000.parquet", table)
         dist_total = int(stats.dist_qsum.sum())
         return {
-            "n": n_rows,
+            **counts,
             "assigned": assigned,
             "no_embedding": missing,
-            "k": k,
-            "dim": dim,
-            "sample_size": n_train,
-            "objective": result.objective,  # sum of cos(x, centroid) over the training sample
-            "sample_mean_cos": result.objective / n_train,
+            "k": int(k),
+            "dim": int(dim),
             "mean_dist": dist_total / (assigned * DIST_SCALE) if assigned else None,
             "empty_clusters": int((stats.size == 0).sum()),
             "largest_cluster": int(stats.size.max()),
-            "device": result.device,
             "index": cfg.index,
-            "init": cfg.init,
             "assign_from": cfg.assign_from,
             "seconds": {name: round(s, 3) for name, s in times.items()},
         }

@@ -213,3 +213,33 @@ def test_the_run_seed_is_part_of_the_fingerprint(spark, tmp_path) -> None:
     stage = Cluster()
     one, two = make_ctx(spark, tmp_path, seed=1), make_ctx(spark, tmp_path, seed=2)
     assert stage.fingerprint(one)[1] != stage.fingerprint(two)[1]
+
+
+def test_frozen_centroids_assign_without_training(runs, spark, tmp_path) -> None:
+    """A later run given the first run's concepts (`cluster.centroids`) trains nothing and assigns
+    every sample exactly as the first run did, whatever its seed and file layout."""
+    a = runs["a"]
+    table, _ = embedding_rows()
+    write_parts(tmp_path / "frozen", table, [1000, 1000, table.num_rows - 2000])
+    ctx = make_ctx(spark, tmp_path / "frozen", seed=7, centroids=a.stage_dir("cluster"))
+    Cluster().run(ctx)
+    counts = ctx.manifest("cluster")["counts"]
+    assert counts["trained"] is False and counts["k"] == K and counts["assigned"] == 3000
+    assert counts["centroids_from"].endswith("/a/cluster/centroids.npy")
+    folder = Path(ctx.stage_dir("cluster"))
+    assert (folder / "centroids.npy").read_bytes() == (Path(a.stage_dir("cluster")) / "centroids.npy").read_bytes()
+    assert assignments(ctx).equals(assignments(a))
+    assert read(ctx, "cluster_stats", CLUSTER_STATS, "cluster_id").equals(read(a, "cluster_stats", CLUSTER_STATS, "cluster_id"))
+    assert not (folder / "_sample").exists()
+
+
+def test_bad_frozen_centroids_name_the_key(runs, spark, tmp_path) -> None:
+    table, _ = embedding_rows()
+    write_parts(tmp_path / "r", table, [table.num_rows])
+    wrong_dim = tmp_path / "wrong.npy"
+    np.save(wrong_dim, np.eye(4, 16, dtype=np.float32))
+    pickled = tmp_path / "pickled.npy"
+    np.save(pickled, np.array([{"not": "numbers"}], dtype=object), allow_pickle=True)
+    for path, message in ((wrong_dim, "16 dimensions"), (pickled, "not a plain .npy array")):
+        with pytest.raises(ConfigError, match=rf"cluster\.centroids.*{message}"):
+            Cluster().run(make_ctx(spark, tmp_path / "r", centroids=str(path)))
