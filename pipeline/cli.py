@@ -5,15 +5,40 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 
 import pipeline
-from pipeline.core.config import ConfigError, load_config
-from pipeline.core.io import InputError
+from pipeline.core.config import load_config
+from pipeline.core.failures import EXIT_INTERRUPTED, describe, handle_interrupts
+from pipeline.core.runlog import FORMAT as LOG_FORMAT
+from pipeline.core.runlog import write_trace
+
+
+def _not_py4j(record: logging.LogRecord) -> bool:
+    """Py4J's own records (a call broken by Ctrl-C) belong in the run's log only."""
+    return "py4j" not in record.pathname
+
+
+class _NoTraceFormatter(logging.Formatter):
+    """Terminal log lines without tracebacks: the run's log file has them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(format=LOG_FORMAT, datefmt="%H:%M:%S")
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setFormatter(_NoTraceFormatter(LOG_FORMAT, "%H:%M:%S"))
+            handler.addFilter(_not_py4j)
     logging.getLogger("curate").setLevel(logging.INFO)
 
 
@@ -164,15 +189,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_spark() -> None:
+    """Cancel running Spark jobs and stop the session (after an interrupt)."""
+    if "pyspark" not in sys.modules:
+        return
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is None:
+        return
+    try:
+        session.sparkContext.cancelAllJobs()
+        session.stop()
+    except Exception as err:  # the JVM may already be gone
+        logging.getLogger("curate").debug("stopping Spark after an interrupt: %s", err)
+
+
+def _fail(err: BaseException) -> int:
+    """One `curate: error:` line naming what to do; the full trace goes to the run's log."""
+    failure = describe(err)
+    if failure.exit_code == EXIT_INTERRUPTED:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the clean stop
+        _stop_spark()
+    log_file = getattr(err, "curate_log", None)
+    if log_file is None and failure.trace_worth_keeping:
+        log_file = write_trace(err)
+    named = failure.trace_worth_keeping or failure.exit_code == EXIT_INTERRUPTED
+    where = f" (log: {log_file})" if log_file and named else ""
+    print(f"curate: error: {failure.message}{where}", file=sys.stderr)
+    return failure.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `curate` console script."""
+    """Entry point of the `curate` console script. Every failure ends in one `curate: error:` line
+    and exit code 2 (130 for Ctrl-C or SIGTERM; 1 for an internal error), the trace in the log."""
     _configure_logging()
     args = build_parser().parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    handle_interrupts()
     try:
         return args.func(args)
-    except (ConfigError, InputError) as err:
-        print(f"curate: error: {err}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as err:
+        return _fail(err)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

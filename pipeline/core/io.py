@@ -168,9 +168,17 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
     fs, p = filesystem(path)
     fs.makedirs(posixpath.dirname(p), exist_ok=True)
     tmp = p + ".tmp"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, p)
+    try:
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        fs.mv(tmp, p)
+    except BaseException:  # a full disk, an interrupt: leave no half-written file behind
+        try:
+            if fs.exists(tmp):
+                fs.rm(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def write_json_atomic(path: str, obj: Any) -> None:

@@ -15,11 +15,18 @@ LOGS = "logs"
 FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
+class _LogFile(logging.FileHandler):
+    """A run log that drops records it cannot write (a full disk) instead of printing a trace."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def _open_log(folder: str) -> tuple[str, logging.Handler]:
     os.makedirs(folder, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = os.path.join(folder, f"{stamp}-{os.getpid()}.log")
-    return path, logging.FileHandler(path, encoding="utf-8")
+    return path, _LogFile(path, encoding="utf-8")
 
 
 def start_run_log(run_dir: str | None) -> str:
@@ -54,11 +61,18 @@ def stop_run_log() -> None:
 def write_trace(err: BaseException, path: str | None = None) -> str:
     """Append the full trace of `err` to the log file `path` (a new one in the temp folder if None);
     return the file's path."""
-    if path is None:
-        path = start_run_log(None)
-        stop_run_log()
+    text = "".join(traceback.format_exception(err))
+    if path is not None:
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(text)
+            return path
+        except OSError:  # the disk that just filled up, say
+            pass
+    path = start_run_log(None)
+    stop_run_log()
     with open(path, "a", encoding="utf-8") as f:
-        f.write("".join(traceback.format_exception(err)))
+        f.write(text)
     return path
 
 

@@ -10,9 +10,10 @@ import yaml
 
 from pipeline.core import io
 from pipeline.core.config import ConfigError, RunConfig
+from pipeline.core.failures import rearm_interrupts
 from pipeline.core.ledger import write_ledger
 from pipeline.core.lock import run_lock
-from pipeline.core.runlog import LOGS
+from pipeline.core.runlog import LOGS, run_log
 from pipeline.core.shard_reader import shard_tasks
 from pipeline.core.redact import redacted
 from pipeline.core.spark import get_spark, require_hadoop_filesystem
@@ -87,6 +88,7 @@ def start(cfg: RunConfig) -> RunContext:
     """The run's Spark session and context, once Spark is known to open `run_dir` (nothing is
     written before)."""
     ctx = RunContext(cfg=cfg, spark=get_spark(cfg.spark))
+    rearm_interrupts()  # Spark replaced the SIGINT handler
     require_hadoop_filesystem(ctx.spark, cfg.run_dir, "run_dir")
     return ctx
 
@@ -102,8 +104,8 @@ def run_pipeline(cfg: RunConfig, force: bool = False) -> RunResult:
     io.use_storage(cfg.storage_options.by_protocol())
     shard_tasks(cfg.input)  # fail on an empty input, clashing shard names or steps before Spark starts
     stages = pipeline_stages(cfg)
-    ctx = start(cfg)
-    with run_lock(cfg.run_dir):
+    with run_log(cfg.run_dir), run_lock(cfg.run_dir):
+        ctx = start(cfg)
         save_resolved_config(cfg)
         manifests = {stage.name: stage.run(ctx, force=force) for stage in stages}
         export = manifests["export"]["counts"]
@@ -153,13 +155,13 @@ def run_one_stage(cfg: RunConfig, name: str) -> dict[str, Any]:
     stages = pipeline_stages(cfg)
     names = [s.name for s in stages]
     if name not in names:
-        raise ValueError(f"unknown stage '{name}' (stages: {', '.join(names)})")
-    ctx = start(cfg)
-    with run_lock(cfg.run_dir):
+        raise ConfigError(f"unknown stage '{name}' (stages of this config: {', '.join(names)})")
+    with run_log(cfg.run_dir), run_lock(cfg.run_dir):
+        ctx = start(cfg)
         for stage in stages[: names.index(name)]:
             manifest = stage.run(ctx, force=False) if stage.is_up_to_date(ctx) else None
             if manifest is None:
-                raise RuntimeError(f"stage '{stage.name}' is not done or out of date: run `curate run` first")
+                raise io.InputError(f"stage '{stage.name}' is not done or out of date: run `curate run` first")
         return stages[names.index(name)].run(ctx, force=True)
 
 

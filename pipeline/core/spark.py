@@ -22,6 +22,14 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+def _java_options() -> str:
+    """The driver JVM's log4j config, and the run's log file for Spark's own log lines when a run
+    log is open (`runlog.start_run_log` sets CURATE_LOG_FILE): they stay off the terminal."""
+    options = f"-Dlog4j2.configurationFile={LOG4J_CONFIG}"
+    log_file = os.environ.get("CURATE_LOG_FILE")
+    return f"{options} -Dcurate.logfile={log_file}" if log_file else options
+
+
 def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
     """Reuse the active session, else start one.
 
@@ -44,7 +52,7 @@ def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
             .config("spark.ui.showConsoleProgress", "true")
             .config("spark.ui.enabled", "false")
             .config("spark.driver.memory", "4g")
-            .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}")
+            .config("spark.driver.extraJavaOptions", _java_options())
         )
         for key, value in cfg.conf.items():
             builder = builder.config(key, value)

@@ -118,7 +118,11 @@ class Stage:
         self._prepare(out_dir, fp, force)
         started = time.time()
         log.info("stage %s: running", self.name)
-        counts = self.execute(ctx, out_dir)
+        try:
+            counts = self.execute(ctx, out_dir)
+        except BaseException:
+            self._discard_partial(out_dir)
+            raise
         finished = time.time()
         manifest = {
             "stage": self.name,
@@ -138,6 +142,17 @@ class Stage:
         log.info("stage %s: done in %.1fs", self.name, manifest["seconds"])
         self.record(ctx, fp)
         return manifest
+
+    def _discard_partial(self, out_dir: str) -> None:
+        """After a failed or interrupted attempt: a stage that starts from an empty folder anyway
+        deletes what it half wrote (freeing the space a full disk needs); a resumable stage keeps
+        its finished shards for the rerun."""
+        if self.resumable:
+            return
+        try:
+            io.remove(out_dir)
+        except OSError as err:  # read-only or gone: the rerun redoes the folder (no _SUCCESS) anyway
+            log.warning("stage %s: could not remove its partial output %s: %s", self.name, out_dir, err)
 
     def _prepare(self, out_dir: str, fp: str, force: bool) -> None:
         pending = f"{out_dir}/{PENDING}"
