@@ -82,7 +82,8 @@ def manifests(run_dir: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_second_run_and_ctrl_c_each_give_one_line_and_the_rerun_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_second_run_and_an_interrupt_each_give_one_line_and_the_rerun_resumes(tmp_path: Path, stop: str) -> None:
     expected = build_pool(tmp_path / "pool")
     run_dir = tmp_path / "run"
     config = write_config(tmp_path / "run.yaml", tmp_path / "pool", run_dir)
@@ -95,7 +96,10 @@ def test_second_run_and_ctrl_c_each_give_one_line_and_the_rerun_resumes(tmp_path
                         f"{socket.gethostname()})")
     assert first.poll() is None, "the first run must still be running"
     done = manifests(run_dir)
-    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+    if stop == "ctrl-c":
+        os.killpg(first.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+    else:
+        first.send_signal(signal.SIGTERM)  # a scheduler stopping the job
     code, err = finish(first)
     assert code == 130
     line = one_error_line(err, "interrupted; finished stages and shards are kept: rerun the same command")
