@@ -16,6 +16,7 @@ import functools
 import hashlib
 import importlib.machinery
 import importlib.util
+import inspect
 import marshal
 import sys
 from ast import Import, ImportFrom, parse, walk
@@ -88,9 +89,11 @@ def _read(name: str) -> tuple[bytes, list[tuple[str, tuple[str, ...], int]]]:
         return b"", []
     get_source = getattr(loader, "get_source", None)
     source = get_source(name) if get_source is not None else None
+    if source is None and get_source is None and not hasattr(loader, "get_code") and name in sys.modules:
+        source = inspect.getsource(sys.modules[name])  # a loader of neither (pytest's rewriting hook)
     if source is not None:
         return source.encode(), list(_source_imports(source))
-    code = loader.get_code(name)  # type: ignore[attr-defined]
+    code = loader.get_code(name) if hasattr(loader, "get_code") else None
     if code is None:
         return b"", []
     return marshal.dumps(_strip_filenames(code)), list(_bytecode_imports(code))

@@ -7,7 +7,7 @@ from typing import Any
 from pyspark.sql import DataFrame
 
 from pipeline.core.stage import RunContext, Stage
-from pipeline.core.tables import alive_df
+from pipeline.core.tables import POOL, alive_df
 from schemas import DECISIONS, spark_schema
 
 
@@ -15,6 +15,7 @@ class DecisionStage(Stage):
     """Sees only the samples still alive, and records why it removes each one it removes."""
 
     removes_samples = True
+    reads = (POOL,)
 
     def decide(self, alive: DataFrame, ctx: RunContext) -> DataFrame:
         """Rows with the DECISIONS columns for the samples this stage removes."""

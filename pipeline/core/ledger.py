@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pyspark.sql import functions as F
+
 from pipeline.core import io
 from pipeline.core.stage import RunContext
 from pipeline.core.tables import decisions_df, samples_df
@@ -14,30 +16,33 @@ class LedgerError(RuntimeError):
 
 
 def build_ledger(ctx: RunContext, kept: int) -> dict[str, Any]:
-    """Counts read back from the written tables (never from accumulators)."""
-    samples = samples_df(ctx)
-    quarantined = {
-        r["quarantine_reason"]: r["count"]
-        for r in samples.where("quarantine_reason IS NOT NULL").groupBy("quarantine_reason").count().collect()
-    }
-    removed: dict[str, dict[str, int]] = {}
-    for stage in ctx.decision_stages:
-        rows = decisions_df(ctx, stage).groupBy("reason").count().collect()
-        removed[stage] = {r["reason"]: r["count"] for r in sorted(rows, key=lambda r: r["reason"])}
+    """The counts the stage manifests hold (they were read back from the written tables, never from
+    accumulators): ingest's input and quarantined rows, each decision stage's removals per reason."""
+    ingest = ctx.manifest("ingest")["counts"]
+    removed = {stage: dict(sorted(ctx.manifest(stage)["counts"]["removed"].items())) for stage in ctx.decision_stages}
     return {
-        "input": samples.count(),
+        "input": ingest["input"],
         "kept": kept,
         "removed": removed,
-        "quarantined": dict(sorted(quarantined.items())),
+        "quarantined": dict(sorted(ingest["quarantined"].items())),
     }
 
 
-def check_input(ctx: RunContext, ledger: dict[str, Any]) -> None:
-    """Raise LedgerError unless the ledger's input is what ingest read (the sum of its shards'
-    inputs: no shard's rows lost or written twice) and every sample id is counted once."""
-    ingested = ctx.manifest("ingest")["counts"]["input"]
-    if ledger["input"] != ingested:
-        raise LedgerError(f"ledger input {ledger['input']} != the {ingested} samples ingest read")
+def check_tables(ctx: RunContext, ledger: dict[str, Any]) -> None:
+    """Raise LedgerError unless the tables hold what the ledger says: one Spark job counts the
+    ingest rows by quarantine reason and every decision stage's rows by reason, one more checks
+    that every sample id of the ingest table is counted once."""
+    rows = samples_df(ctx).select(F.lit(None).cast("string").alias("stage"), F.col("quarantine_reason").alias("reason"))
+    for stage in ctx.decision_stages:
+        rows = rows.unionByName(decisions_df(ctx, stage).select(F.lit(stage).alias("stage"), "reason"))
+    counted = {(r["stage"], r["reason"]): r["count"] for r in rows.groupBy("stage", "reason").count().collect()}
+    want = {(None, reason): n for reason, n in ledger["quarantined"].items()}
+    want |= {(stage, reason): n for stage, reasons in ledger["removed"].items() for reason, n in reasons.items() if n}
+    found = {key: n for key, n in counted.items() if key != (None, None)}
+    samples = sum(n for (stage, _), n in counted.items() if stage is None)
+    if found != want or samples != ledger["input"]:
+        raise LedgerError(f"the tables do not hold what the manifests say: tables {samples} samples, {found}; "
+                          f"manifests {ledger['input']} samples, {want}")
     distinct = samples_df(ctx).select("sample_id").distinct().count()
     if distinct != ledger["input"]:
         raise LedgerError(f"{ledger['input'] - distinct} sample ids of the ingest table are repeated")
@@ -55,10 +60,10 @@ def check_ledger(ledger: dict[str, Any]) -> None:
 
 
 def write_ledger(ctx: RunContext, kept: int) -> dict[str, Any]:
-    """Build, check and write `<run_dir>/ledger.json`; a ledger that does not balance, or whose
-    input is not what ingest read, fails the run."""
+    """Build, write and check `<run_dir>/ledger.json`; a ledger that does not balance, or that the
+    tables contradict, fails the run."""
     ledger = build_ledger(ctx, kept)
     io.write_json_atomic(f"{ctx.cfg.run_dir}/ledger.json", ledger)
-    check_input(ctx, ledger)
     check_ledger(ledger)
+    check_tables(ctx, ledger)
     return ledger

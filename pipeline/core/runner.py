@@ -17,7 +17,8 @@ from pipeline.core.runlog import LOGS, run_log
 from pipeline.core.shard_reader import shard_tasks
 from pipeline.core.redact import redacted
 from pipeline.core.spark import get_spark, require_hadoop_filesystem
-from pipeline.core.stage import MANIFEST, SUCCESS, RunContext, Stage
+from pipeline.core.stage import MANIFEST, SUCCESS, RunContext, Stage, run_context
+from pipeline.core.tables import CATALOG
 from pipeline.report import build_report
 from pipeline.stages.basic_filter import BasicFilter
 from pipeline.stages.cluster import Cluster
@@ -43,13 +44,19 @@ STEPS: dict[str, type[Stage]] = {
     for stage in (BasicFilter, ExactDedup, PhashDedup, SemDedup, Decontaminate, Dbp, Ssp, RandomPrune, Dfn, ImageBased)
 }
 
-# Stages that produce what steps need; inserted before the first step that needs them.
+# Stages that write tables steps read; inserted before the first step that reads one of them.
 PROVIDERS: dict[str, type[Stage]] = {"embed": Embed, "cluster": Cluster}
+
+
+def providers_of(stage: Stage, cfg: RunConfig) -> tuple[str, ...]:
+    """The provider stages that write a table `stage` reads in a run with `cfg`, in read order."""
+    writers = (CATALOG[name].stage for name in stage.reads_in(cfg) if name in CATALOG)
+    return tuple(dict.fromkeys(name for name in writers if name in PROVIDERS))
 
 
 def pipeline_stages(cfg: RunConfig) -> list[Stage]:
     """The stages of a run, in order: ingest, the configured steps (with embed and cluster put in
-    before the first step that needs them, or before export when only enabled), export."""
+    before the first step that reads their tables, or before export when only enabled), export."""
     unknown = [name for name in cfg.steps if name not in STEPS]
     if unknown:
         raise ConfigError(f"config key 'steps': unknown step(s) {unknown} (known: {', '.join(sorted(STEPS))})")
@@ -63,13 +70,13 @@ def pipeline_stages(cfg: RunConfig) -> list[Stage]:
             if not getattr(cfg, name).enabled:
                 raise ConfigError(f"config key '{name}.enabled': a configured stage needs the {name} stage")
             provider = PROVIDERS[name]()
-            provide(provider.needs)
+            provide(providers_of(provider, cfg))
             provided.add(name)
             stages.append(provider)
 
     for name in cfg.steps:
         step = STEPS[name]()
-        provide(step.needed(cfg))
+        provide(providers_of(step, cfg))
         stages.append(step)
     provide(tuple(name for name in PROVIDERS if getattr(cfg, name).enabled))
     return [*stages, Export()]
@@ -84,13 +91,13 @@ class RunResult:
     report: str = ""  # <run_dir>/report.html
 
 
-def start(cfg: RunConfig) -> RunContext:
-    """The run's Spark session and context, once Spark is known to open `run_dir` (nothing is
-    written before)."""
-    ctx = RunContext(cfg=cfg, spark=get_spark(cfg.spark))
+def start(cfg: RunConfig, stages: list[Stage]) -> RunContext:
+    """The context of a run of `stages`, with its Spark session, once Spark is known to open
+    `run_dir` (nothing is written before)."""
+    spark = get_spark(cfg.spark)
     rearm_interrupts()  # Spark replaced the SIGINT handler
-    require_hadoop_filesystem(ctx.spark, cfg.run_dir, "run_dir")
-    return ctx
+    require_hadoop_filesystem(spark, cfg.run_dir, "run_dir")
+    return run_context(cfg, spark, stages)
 
 
 def save_resolved_config(cfg: RunConfig) -> None:
@@ -105,7 +112,7 @@ def run_pipeline(cfg: RunConfig, force: bool = False) -> RunResult:
     shard_tasks(cfg.input)  # fail on an empty input, clashing shard names or steps before Spark starts
     stages = pipeline_stages(cfg)
     with run_log(cfg.run_dir), run_lock(cfg.run_dir):
-        ctx = start(cfg)
+        ctx = start(cfg, stages)
         save_resolved_config(cfg)
         manifests = {stage.name: stage.run(ctx, force=force) for stage in stages}
         export = manifests["export"]["counts"]
@@ -128,13 +135,8 @@ def plan_pipeline(cfg: RunConfig) -> list[PlannedStage]:
     manifests alone: no Spark session, nothing written."""
     io.list_shards(cfg.input)
     stages = pipeline_stages(cfg)
-    ctx = RunContext(cfg=cfg, spark=None)  # type: ignore[arg-type]  # planning reads no table
-    plan = []
-    for stage in stages:
-        fp = stage.fingerprint(ctx)[0]
-        plan.append(PlannedStage(stage.name, "skip" if stage.is_up_to_date(ctx) else "run", fp))
-        stage.record(ctx, fp)
-    return plan
+    ctx = run_context(cfg, None, stages)  # type: ignore[arg-type]  # planning reads no table
+    return [PlannedStage(s.name, "skip" if s.is_up_to_date(ctx) else "run", ctx.fingerprints[s.name]) for s in stages]
 
 
 def run_until(cfg: RunConfig, last: str) -> RunContext:
@@ -144,23 +146,23 @@ def run_until(cfg: RunConfig, last: str) -> RunContext:
     names = [s.name for s in stages]
     if last not in names:
         raise ConfigError(f"stage '{last}' is not part of this run (stages: {', '.join(names)})")
-    ctx = RunContext(cfg=cfg, spark=get_spark(cfg.spark))
+    ctx = run_context(cfg, get_spark(cfg.spark), stages)
     for stage in stages[: names.index(last) + 1]:
         stage.run(ctx)
     return ctx
 
 
 def run_one_stage(cfg: RunConfig, name: str) -> dict[str, Any]:
-    """Rerun one stage; every stage before it must be finished and up to date."""
+    """Rerun one stage from the tables of the stages before it, which must be finished and up to
+    date (they are checked, not run)."""
     stages = pipeline_stages(cfg)
     names = [s.name for s in stages]
     if name not in names:
         raise ConfigError(f"unknown stage '{name}' (stages of this config: {', '.join(names)})")
     with run_log(cfg.run_dir), run_lock(cfg.run_dir):
-        ctx = start(cfg)
+        ctx = start(cfg, stages)
         for stage in stages[: names.index(name)]:
-            manifest = stage.run(ctx, force=False) if stage.is_up_to_date(ctx) else None
-            if manifest is None:
+            if not stage.is_up_to_date(ctx):
                 raise io.InputError(f"stage '{stage.name}' is not done or out of date: run `curate run` first")
         return stages[names.index(name)].run(ctx, force=True)
 

@@ -6,10 +6,15 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import replace
+from types import MappingProxyType
 from typing import Any, ClassVar
 
+from pyspark.sql import DataFrame, SparkSession
+
 import pipeline
-from pipeline.core import io
+from pipeline.core import io, tables
 from pipeline.core.code_version import code_hash
 from pipeline.core.config import RunConfig
 from pipeline.core.context import MANIFEST, SUCCESS, RunContext
@@ -29,7 +34,10 @@ def digest(*parts: str) -> str:
 
 
 class Stage:
-    """One resumable step. Subclasses set `name` and implement `execute`.
+    """One resumable step. Subclasses set `name`, the tables they read and write (catalog names,
+    `pipeline.core.tables`; `pool` is the samples alive when the stage runs) and implement `execute`.
+    The runner puts in the stages that write what a stage reads, and `run` checks those tables
+    before any work.
 
     `resumable` stages (one task per shard) keep finished shards of an interrupted attempt with the
     same fingerprint; others start from an empty folder. Either way `_manifest.json` and `_SUCCESS`
@@ -39,13 +47,14 @@ class Stage:
     name: ClassVar[str]
     resumable: ClassVar[bool] = False
     removes_samples: ClassVar[bool] = False  # writes DECISIONS rows under decisions/
-    needs: ClassVar[tuple[str, ...]] = ()  # provider stages ("embed", "cluster") that must run first
+    reads: ClassVar[tuple[str, ...]] = ()  # tables it reads ("pool", "embeddings", "assignments", ...)
+    writes: ClassVar[tuple[str, ...]] = ()  # catalog tables it writes (a decision stage: its decisions too)
     seeded: ClassVar[bool] = False  # its output depends on the run seed, so the seed is in its config
 
-    def needed(self, cfg: RunConfig) -> tuple[str, ...]:
-        """The providers this stage needs in a run with `cfg` (by default `needs`; a stage whose
-        needs depend on its config overrides this)."""
-        return self.needs
+    def reads_in(self, cfg: RunConfig) -> tuple[str, ...]:
+        """The tables this stage reads in a run with `cfg` (by default `reads`; a stage whose inputs
+        depend on its config overrides this)."""
+        return self.reads
 
     # per decision reason, what its `score` measures (the x axis of the report's histogram)
     score_labels: ClassVar[dict[str, str]] = {}
@@ -69,6 +78,12 @@ class Stage:
             return section
         return json.dumps({self.name: json.loads(section), "seed": cfg.seed}, sort_keys=True)
 
+    def written_tables(self) -> list[tables.Table]:
+        """The catalog tables this stage writes (`writes`, and its decisions and pool if it removes
+        samples)."""
+        own = [tables.decisions_table(self.name), tables.pool_table(self.name)] if self.removes_samples else []
+        return [*(tables.CATALOG[name] for name in self.writes), *own]
+
     def external_files(self, cfg: RunConfig) -> list[str]:
         """Files outside the run that the stage reads (checkpoints, eval sets, target sets): their
         paths, sizes and modification times are in the input fingerprint. By default the local
@@ -82,7 +97,7 @@ class Stage:
         change anywhere upstream reruns this stage, and its external files."""
         files = self.external_files(ctx.cfg)
         external = (io.fingerprint_files(files),) if files else ()
-        return digest(*ctx.fingerprints.values(), *external)
+        return digest(*(ctx.fingerprints[name] for name in ctx.earlier()), *external)
 
     def execute(self, ctx: RunContext, out_dir: str) -> dict[str, Any]:
         """Do the work into `out_dir`; return counts for the manifest."""
@@ -94,7 +109,9 @@ class Stage:
         return f"{pipeline.__version__}+{code_hash(type(self).__module__)[:12]}"
 
     def fingerprint(self, ctx: RunContext) -> tuple[str, str, str]:
-        """(fingerprint, config hash, input fingerprint) of this stage in this run."""
+        """(fingerprint, config hash, input fingerprint) of this stage in this run (`ctx` as this
+        stage sees it)."""
+        ctx = ctx.for_stage(self.name)
         config_hash = digest(self.config_json(ctx.cfg))
         input_fp = self.input_fingerprint(ctx)
         return digest(self.name, self.code_version(), config_hash, input_fp), config_hash, input_fp
@@ -104,22 +121,29 @@ class Stage:
         out_dir = ctx.stage_dir(self.name)
         if not io.exists(f"{out_dir}/{SUCCESS}"):
             return False
-        return io.read_json(f"{out_dir}/{MANIFEST}").get("fingerprint") == self.fingerprint(ctx)[0]
+        expected = ctx.fingerprints.get(self.name) or self.fingerprint(ctx)[0]
+        return io.read_json(f"{out_dir}/{MANIFEST}").get("fingerprint") == expected
 
     def run(self, ctx: RunContext, force: bool = False) -> dict[str, Any]:
-        """Run unless a finished output with the same fingerprint exists; return the manifest."""
+        """Run unless a finished output with the same fingerprint exists; return the manifest. The
+        tables it reads are checked first; earlier stages are neither run nor replayed."""
+        ctx = ctx.for_stage(self.name)
         out_dir = ctx.stage_dir(self.name)
         fp, config_hash, input_fp = self.fingerprint(ctx)
         manifest_path = f"{out_dir}/{MANIFEST}"
         if not force and self.is_up_to_date(ctx):
             log.info("stage %s: up to date, skipped", self.name)
-            self.record(ctx, fp)
             return io.read_json(manifest_path)
+        tables.check_inputs(ctx, self.reads_in(ctx.cfg))
         self._prepare(out_dir, fp, force)
         started = time.time()
         log.info("stage %s: running", self.name)
         try:
             counts = self.execute(ctx, out_dir)
+            if self.removes_samples:
+                tables.write_pool(ctx)
+            for table in self.written_tables():
+                tables.check_table(ctx, table, finished=False)
         except BaseException:
             self._discard_partial(out_dir)
             raise
@@ -140,7 +164,6 @@ class Stage:
         if self.resumable:
             io.remove(f"{out_dir}/{PENDING}")
         log.info("stage %s: done in %.1fs", self.name, manifest["seconds"])
-        self.record(ctx, fp)
         return manifest
 
     def _discard_partial(self, out_dir: str) -> None:
@@ -167,9 +190,13 @@ class Stage:
         if self.resumable:
             io.write_json_atomic(pending, {"fingerprint": fp})
 
-    def record(self, ctx: RunContext, fp: str) -> None:
-        """Note in `ctx` that this stage is done with fingerprint `fp` (later stages build on it)."""
-        ctx.fingerprints[self.name] = fp
-        if self.removes_samples:
-            ctx.decision_stages.append(self.name)
 
+def run_context(cfg: RunConfig, spark: SparkSession, stages: Sequence[Stage]) -> RunContext:
+    """The context of a run of `stages`, in this order: which of them remove samples, and the
+    fingerprint of each (computed once, before any stage runs)."""
+    fingerprints: dict[str, str] = {}
+    ctx = RunContext(cfg=cfg, spark=spark, order=tuple(s.name for s in stages),
+                     decision_stages=tuple(s.name for s in stages if s.removes_samples), fingerprints=fingerprints)
+    for stage in stages:
+        fingerprints[stage.name] = stage.fingerprint(ctx)[0]
+    return replace(ctx, fingerprints=MappingProxyType(dict(fingerprints)))

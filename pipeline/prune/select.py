@@ -31,13 +31,21 @@ def centroid_distances(ctx: RunContext, samples: DataFrame) -> DataFrame:
 def with_global_rank(df: DataFrame, order: Sequence[Column]) -> DataFrame:
     """`df` plus `_rank` (0-based, long): each row's exact position in `order` over the whole table.
 
-    A distributed sort (range partitioned) followed by zipWithIndex (one small job counts each
-    partition, then every row gets its partition's offset plus its place in it): nothing is
-    collected on the driver. `order` must be total (end with a unique column) for ranks to be
-    deterministic."""
-    fields = [*df.schema.fields, T.StructField(RANK, T.LongType(), False)]
-    ranked = df.orderBy(*order).rdd.zipWithIndex().map(lambda row_index: (*row_index[0], row_index[1]))
-    return df.sparkSession.createDataFrame(ranked, T.StructType(fields))
+    A distributed sort (range partitioned), then, in the JVM: one small job counts the rows of each
+    sorted partition, and every row gets its partition's offset (the counts before it, a literal
+    map) plus its place in the partition (monotonically_increasing_id holds it in its low 33 bits).
+    Only one count per partition reaches the driver; no row goes through Python. `order` must be
+    total (end with a unique column) for ranks to be deterministic."""
+    part = F.spark_partition_id()
+    place = F.monotonically_increasing_id() - F.shiftleft(part.cast("long"), 33)
+    ordered = df.orderBy(*order)
+    counts = dict(ordered.groupBy(part.alias("p")).count().collect())
+    offsets, total = {}, 0
+    for p in sorted(counts):
+        offsets[p], total = total, total + counts[p]
+    offset = F.create_map(*(F.lit(v) for p in sorted(offsets) for v in (p, offsets[p]))) if offsets else None
+    rank = (offset[part] + place) if offset is not None else place
+    return ordered.withColumn(RANK, rank.cast("long"))
 
 
 def beyond_rank(df: DataFrame, n_keep: int, order: Sequence[Column]) -> DataFrame:

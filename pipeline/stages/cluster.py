@@ -281,7 +281,8 @@ class Cluster(Stage):
     """Embeddings -> centroids.npy + centroids/ + assignments/ + cluster_stats/ (see module doc)."""
 
     name = STAGE
-    needs = ("embed",)
+    reads = ("embeddings",)
+    writes = ("centroids", "assignments", "cluster_stats")
     seeded = True  # the seed draws the training sample and seeds FAISS
 
     def external_files(self, cfg: RunConfig) -> list[str]:

@@ -56,7 +56,7 @@ class Dbp(PruneStep):
     def kept_scores(self, ctx: RunContext, kept: DataFrame) -> dict[str, DataFrame]:
         """The kept samples' distances to their centroid."""
         return {"dbp_pruned": centroid_distances(ctx, kept)}
-    needs = ("embed", "cluster")
+    reads = ("pool", "assignments", "cluster_stats")
 
     def prune(self, alive: DataFrame, ctx: RunContext, out_dir: str) -> tuple[DataFrame, dict[str, Any]]:
         cfg = ctx.cfg.dbp

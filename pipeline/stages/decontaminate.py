@@ -86,8 +86,8 @@ class Decontaminate(DecisionStage):
                     "eval_phash": "pHash Hamming distance to the eval image (bits)",
                     "eval_semantic": "image cosine to the eval image"}
 
-    def needed(self, cfg: RunConfig) -> tuple[str, ...]:
-        return ("embed",) if "semantic" in cfg.decontaminate.methods else ()
+    def reads_in(self, cfg: RunConfig) -> tuple[str, ...]:
+        return ("pool", "embeddings") if "semantic" in cfg.decontaminate.methods else ("pool",)
 
     def thresholds(self, cfg: RunConfig) -> dict[str, float]:
         return {"eval_phash": cfg.decontaminate.phash_threshold, "eval_semantic": cfg.decontaminate.cosine_threshold}

@@ -55,8 +55,10 @@ class Dfn(PruneStep):
     score_labels = {REASON: "image-caption cosine of the filtering network"}
     resumable = True  # the per-shard scores of an interrupted attempt are kept
 
-    def needed(self, cfg: RunConfig) -> tuple[str, ...]:
-        return () if cfg.dfn.model is not None else ("embed",)
+    writes = ("scores",)
+
+    def reads_in(self, cfg: RunConfig) -> tuple[str, ...]:
+        return ("pool",) if cfg.dfn.model is not None else ("pool", "embeddings")
 
     def thresholds(self, cfg: RunConfig) -> dict[str, float]:
         """The threshold the scores are compared with, when it is fixed in the config."""

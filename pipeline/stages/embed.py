@@ -41,6 +41,8 @@ class Embed(Stage):
     removed with reason `no_embedding` (only possible with precomputed embeddings)."""
 
     name = "embed"
+    reads = ("pool",)
+    writes = ("embeddings",)
     resumable = True
     removes_samples = True
 

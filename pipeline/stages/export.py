@@ -186,6 +186,7 @@ class Export(Stage):
     """Kept samples -> `export/{00000..}.tar` + `.parquet` + `_stats.json`, `sizes.json`, `manifest.json`."""
 
     name = "export"
+    reads = ("pool",)  # and the assignments and embeddings when cluster and embed are in the run
     seeded = True  # order: shuffle and cluster
 
     def execute(self, ctx: RunContext, out_dir: str) -> dict[str, Any]:
@@ -209,7 +210,8 @@ class Export(Stage):
         log.info("export: %d samples in %d shards, %.1f samples/s", kept, n_shards, kept / max(seconds, 1e-9))
         io.write_json_atomic(f"{out_dir}/sizes.json", {s["shard"]: s["count"] for s in stats})
         input_fp = ctx.manifest("ingest")["input_fingerprint"]
-        manifest = output_manifest(stats, shard_pattern(n_shards), ctx.cfg, input_fp, ctx.fingerprints)
+        manifest = output_manifest(stats, shard_pattern(n_shards), ctx.cfg, input_fp,
+                                   {name: ctx.fingerprints[name] for name in ctx.earlier()})
         io.write_json_atomic(f"{out_dir}/manifest.json", manifest)
         paths = [f"{out_dir}/{s['shard'][: -len('.tar')]}.parquet" for s in stats]
         schema = spark_schema(EXPORT_ROWS)

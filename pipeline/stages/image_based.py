@@ -134,7 +134,7 @@ class ImageBased(PruneStep):
     def kept_scores(self, ctx: RunContext, kept: DataFrame) -> dict[str, DataFrame]:
         """The kept samples' distances to their centroid."""
         return {"image_based_miss": centroid_distances(ctx, kept)}
-    needs = ("embed", "cluster")
+    reads = ("pool", "assignments", "centroids")
 
     def external_files(self, cfg: RunConfig) -> list[str]:
         target = cfg.image_based.target

@@ -39,6 +39,7 @@ class Ingest(Stage):
     """img2dataset shards -> `ingest/parts/*.parquet` (the SAMPLES table)."""
 
     name = "ingest"
+    writes = ("samples",)
     resumable = True
 
     def tasks(self, ctx: RunContext) -> list[ShardTask]:

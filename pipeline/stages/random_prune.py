@@ -27,8 +27,8 @@ class RandomPrune(PruneStep):
     score_labels = {"random_pruned": "no score (a seeded draw)"}
     seeded = True
 
-    def needed(self, cfg: RunConfig) -> tuple[str, ...]:
-        return ("embed", "cluster") if cfg.random.balance == "cluster" else ()
+    def reads_in(self, cfg: RunConfig) -> tuple[str, ...]:
+        return ("pool", "assignments") if cfg.random.balance == "cluster" else ("pool",)
 
     def prune(self, alive: DataFrame, ctx: RunContext, out_dir: str) -> tuple[DataFrame, dict[str, Any]]:
         cfg = ctx.cfg.random

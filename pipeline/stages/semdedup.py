@@ -27,7 +27,7 @@ class SemDedup(DecisionStage):
 
     name = STAGE
     score_labels = {REASON: "cosine to the closest earlier sample of the cluster"}
-    needs = ("embed", "cluster")
+    reads = ("pool", "embeddings", "assignments")
     seeded = True  # keep: random
 
     def thresholds(self, cfg: RunConfig) -> dict[str, float]:

@@ -29,7 +29,7 @@ class Ssp(PruneStep):
     def kept_scores(self, ctx: RunContext, kept: DataFrame) -> dict[str, DataFrame]:
         """The kept samples' distances to their centroid."""
         return {"ssp_prototypical": centroid_distances(ctx, kept)}
-    needs = ("embed", "cluster")
+    reads = ("pool", "assignments")
 
     def prune(self, alive: DataFrame, ctx: RunContext, out_dir: str) -> tuple[DataFrame, dict[str, Any]]:
         cfg = ctx.cfg.ssp

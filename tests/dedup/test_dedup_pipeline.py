@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from pipeline.core.config import SemDedupConfig, config_from_dict
-from pipeline.core.runner import RunResult, run_pipeline
-from pipeline.core.stage import RunContext
+from pipeline.core.runner import RunResult, pipeline_stages, run_pipeline
+from pipeline.core.stage import run_context
 from pipeline.stages.semdedup import SemDedup
 from tests.dedup.test_semdedup import reference
 
@@ -121,7 +121,7 @@ def test_semdedup_keep_count_is_the_eps_cut_that_keeps_that_many(spark, run, dec
     compared = run.manifests["semdedup"]["counts"]["compared"]
     want = decisions["semdedup"]
     cfg = config_from_dict({**run_config(run), "semdedup": {**SEMDEDUP, "keep_count": compared - len(want)}})
-    ctx = RunContext(cfg=cfg, spark=spark, decision_stages=["exact_dedup", "phash_dedup", "decontaminate"])
+    ctx = run_context(cfg, spark, pipeline_stages(cfg)).for_stage("semdedup")
     counts = SemDedup().execute(ctx, str(tmp_path))
     got = pq.read_table(tmp_path / "decisions").to_pandas().set_index("sample_id")
     assert set(got.index) == set(want.index) and counts["removed"] == {"semantic_duplicate": len(want)}
