@@ -1,6 +1,7 @@
-"""Run configuration: one YAML file -> frozen, validated dataclasses.
-
-Every error names the offending key and is raised before Spark starts or anything is written.
+"""Run configuration: the section of every stage and the whole run, as frozen dataclasses loaded
+from YAML by the generic loader (`pipeline.core.config_loader`). Each field documents itself and
+says whether it holds a path (`pipeline.core.fields.setting`); shared shapes are written once: the
+keep target (`KeepTarget`) and the encoder (`Encoder`). `steps` is the only on/off switch of steps.
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ import json
 import os
 import posixpath
 import re
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from pipeline.core.config_loader import ConfigError, check, load, load_yaml
 from pipeline.core.fields import setting
 from pipeline.core.model_spec import ModelSpec
 from pipeline.core.redact import is_secret_key
@@ -28,13 +26,8 @@ from pipeline.core.redact import is_secret_key
 LANGUAGE_DETECTOR = "py3langid"  # the module of the optional extra `lang`
 
 
-class ConfigError(ValueError):
-    """A configuration problem, always naming the key at fault."""
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"config key '{key}': {message}")
+_check = check
+__all__ = ["ConfigError"]  # raised by the loader; the stages import it from here
 
 
 @dataclass(frozen=True)
@@ -71,7 +64,6 @@ class IngestConfig:
 class BasicFilterConfig:
     """DataComp's basic filter: caption length, image size and aspect ratio."""
 
-    enabled: bool = setting(True, "false: the step runs but removes nothing")
     min_side: int = setting(200, "remove images whose shorter side is below this (pixels)")
     max_aspect: float = setting(3.0, "remove images whose long/short side ratio exceeds this")
     min_caption_words: int = setting(3, "remove captions with fewer words")
@@ -95,8 +87,6 @@ class BasicFilterConfig:
 @dataclass(frozen=True)
 class ExactDedupConfig:
     """Exact dedup by content hash: the sample with the smallest sample_id of each uid is kept."""
-
-    enabled: bool = setting(True, "false: the step runs but removes nothing")
 
 
 @dataclass(frozen=True)
@@ -151,7 +141,8 @@ class DecontaminateConfig:
     stage's model (semantic). `eval_sets`: img2dataset shard folders/globs or plain image folders."""
 
     eval_sets: tuple[str, ...] = setting(
-        (), "evaluation sets to remove from the pool: img2dataset shard folders/globs or image folders")
+        (), "evaluation sets to remove from the pool: img2dataset shard folders/globs or image folders",
+        path="existing")
     methods: tuple[Literal["exact", "phash", "semantic"], ...] = setting(
         ("exact", "phash", "semantic"), "how a sample matches an eval image: exact (sha256), phash, semantic (cosine)")
     phash_threshold: int = setting(4, "max pHash Hamming distance of a phash match")
@@ -166,13 +157,26 @@ class DecontaminateConfig:
         _check(-1.0 <= self.cosine_threshold <= 1.0, f"{prefix}.cosine_threshold", "must be in [-1, 1]")
         _check(self.max_bucket >= 2, f"{prefix}.max_bucket", "must be >= 2")
         _check(self.batch_size >= 1, f"{prefix}.batch_size", "must be >= 1")
-        for i, path in enumerate(self.eval_sets):  # globs and brace patterns are checked when read
-            _check("://" in path or any(c in path for c in "*?[{") or Path(path).exists(), f"{prefix}.eval_sets[{i}]",
-                   f"'{path}' does not exist")
 
 
 @dataclass(frozen=True)
-class EmbedConfig:
+class Encoder:
+    """An open_clip model and how to run it in the per-shard encoding tasks (embed, dfn)."""
+
+    model: ModelSpec | None = setting(
+        None, "the open_clip model (arch, pretrained tag or checkpoint file, cache_dir, preprocessing)")
+    batch_size: int = setting(256, "images per forward pass")
+    decode_workers: int = setting(2, "threads decoding/preprocessing ahead of the forward pass")
+    threads: int = setting(0, "torch threads per task; 0 = the task's spark.task.cpus")
+
+    def validate(self, prefix: str) -> None:
+        _check(self.batch_size >= 1, f"{prefix}.batch_size", "must be >= 1")
+        _check(self.decode_workers >= 1, f"{prefix}.decode_workers", "must be >= 1")
+        _check(self.threads >= 0, f"{prefix}.threads", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class EmbedConfig(Encoder):
     """open_clip embeddings of the samples still alive after the cheap filters.
 
     Either `model` (any open_clip architecture; weights from a tag + cache_dir, a local checkpoint
@@ -180,50 +184,18 @@ class EmbedConfig:
     text_emb/*.npy, metadata/*.parquet, joined to samples on `join_on`).
     """
 
-    enabled: bool = setting(False, "run the embed stage even when no step needs it")
-    model: ModelSpec | None = setting(
-        None, "the open_clip model (arch, pretrained tag or checkpoint file, cache_dir, preprocessing)")
-    batch_size: int = setting(256, "images per forward pass")
-    decode_workers: int = setting(2, "threads decoding/preprocessing ahead of the forward pass")
-    threads: int = setting(0, "torch threads per task; 0 = the task's spark.task.cpus")
+    enabled: bool = setting(False, "run the embed stage even when no step reads embeddings")
     precomputed: str | None = setting(
-        None, "a clip-retrieval output folder (img_emb/, text_emb/, metadata/) instead of a model")
+        None, "a clip-retrieval output folder (img_emb/, text_emb/, metadata/) instead of a model", path="existing")
     join_on: Literal["url", "key"] = setting("url", "column joining precomputed embeddings to samples: url or key")
 
     def validate(self, prefix: str) -> None:
-        _check(self.batch_size >= 1, f"{prefix}.batch_size", "must be >= 1")
-        _check(self.decode_workers >= 1, f"{prefix}.decode_workers", "must be >= 1")
-        _check(self.threads >= 0, f"{prefix}.threads", "must be >= 0")
-        if not self.enabled:
-            return
-        _check((self.model is None) != (self.precomputed is None), f"{prefix}.model",
-               "set exactly one of 'model' and 'precomputed' when embed is enabled")
+        super().validate(prefix)
+        _check(self.model is None or self.precomputed is None, f"{prefix}.model",
+               "set exactly one of 'model' and 'precomputed'")
         if self.precomputed is not None and "://" not in self.precomputed:
             _check(Path(self.precomputed, "img_emb").is_dir(), f"{prefix}.precomputed",
                    f"'{self.precomputed}' has no img_emb/ folder")
-        _check_checkpoint(self.model, prefix)
-
-
-def _looks_like_path(value: str) -> bool:
-    """A checkpoint reference that is a file path rather than a pretrained tag."""
-    return "/" in value or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
-
-
-def _check_checkpoint(model: ModelSpec | None, prefix: str) -> None:
-    """A `pretrained` that is a file path must name an existing file."""
-    pretrained = model.pretrained if model else None
-    if pretrained is not None and _looks_like_path(pretrained):
-        _check(Path(pretrained).is_file(), f"{prefix}.model.pretrained", f"no checkpoint file at '{pretrained}'")
-
-
-def _absolute_model(model: dict[str, Any], with_cache_dir: bool) -> dict[str, Any]:
-    """A copy of a model mapping whose local checkpoint path (and `cache_dir`) are absolute."""
-    model = dict(model)
-    if with_cache_dir and isinstance(model.get("cache_dir"), str):
-        model["cache_dir"] = _absolute(model["cache_dir"])
-    if isinstance(model.get("pretrained"), str) and _looks_like_path(model["pretrained"]):
-        model["pretrained"] = _absolute(model["pretrained"])
-    return model
 
 
 @dataclass(frozen=True)
@@ -238,7 +210,7 @@ class ClusterConfig:
     lowered silently: later stages' quotas depend on it). The run's `seed` seeds the sample and FAISS.
     """
 
-    enabled: bool = setting(False, "run the cluster stage even when no step needs it")
+    enabled: bool = setting(False, "run the cluster stage even when no step reads its tables")
     n_clusters: int = setting(1000, "number of k-means concepts K")
     sample_size: int = setting(256_000, "training sample drawn uniformly (seeded) in Spark")
     iterations: int = setting(20, "k-means iterations")
@@ -259,7 +231,8 @@ class ClusterConfig:
     assign_from: Literal["dataframe", "files"] = setting(
         "dataframe", "how assignment tasks read embeddings: dataframe (Spark) or files (pyarrow per Parquet file)")
     centroids: str | None = setting(
-        None, "frozen concepts: a K x d .npy, or a previous run's cluster folder; assign without training (K from it)")
+        None, "frozen concepts: a K x d .npy, or a previous run's cluster folder; assign without training (K from it)",
+        path="existing")
 
     def validate(self, prefix: str) -> None:
         _check(self.n_clusters >= 1, f"{prefix}.n_clusters", "must be >= 1")
@@ -271,8 +244,6 @@ class ClusterConfig:
         _check(0 <= self.ivf_nlist <= self.n_clusters, f"{prefix}.ivf_nlist", "must be in [0, n_clusters]")
         _check(self.nprobe >= 1, f"{prefix}.nprobe", "must be >= 1")
         _check(self.assign_batch_size >= 1, f"{prefix}.assign_batch_size", "must be >= 1")
-        _check(self.centroids is None or "://" in self.centroids or Path(self.centroids).exists(),
-               f"{prefix}.centroids", f"'{self.centroids}' does not exist")
 
 
 @dataclass(frozen=True)
@@ -296,62 +267,59 @@ def _check_keep(prefix: str, fraction: float | None, count: int | None, fraction
 
 
 @dataclass(frozen=True)
-class DbpConfig:
-    """Density-based pruning: per-cluster quotas from softmax(complexity / tau), the farthest from
-    the centroid kept. How many: keep_fraction or keep_count of the alive pool, raised by `budget`."""
+class KeepTarget:
+    """How many samples a pruning step keeps: keep_fraction or keep_count of the alive pool, raised
+    by `budget` (pipeline/prune/keep.py)."""
 
     keep_fraction: float | None = setting(None, "keep this fraction of the alive pool")
     keep_count: int | None = setting(None, "keep this many samples")
     budget: BudgetConfig | None = setting(
         None, "raise the kept count to a training budget (samples_seen, max_repeats)")
+
+    def validate(self, prefix: str) -> None:
+        _check_keep(prefix, self.keep_fraction, self.keep_count)
+
+    def require(self, prefix: str) -> None:
+        """A step that runs needs a target."""
+        _check(self.keep_fraction is not None or self.keep_count is not None or self.budget is not None,
+               f"{prefix}.keep_fraction", "set keep_fraction, keep_count or budget")
+
+
+@dataclass(frozen=True)
+class DbpConfig(KeepTarget):
+    """Density-based pruning: per-cluster quotas from softmax(complexity / tau), the farthest from
+    the centroid kept. How many: the keep target."""
+
     tau: float = setting(0.5, "softmax temperature of the cluster complexities")
     min_share: float = setting(0.5, "per-cluster floor m = floor(min_share * N_keep / K), capped by the cluster size")
 
     def validate(self, prefix: str) -> None:
-        _check_keep(prefix, self.keep_fraction, self.keep_count)
+        super().validate(prefix)
         _check(self.tau > 0, f"{prefix}.tau", "must be > 0")
         _check(0.0 <= self.min_share <= 1.0, f"{prefix}.min_share", "must be in [0, 1]")
 
 
 @dataclass(frozen=True)
-class SspConfig:
+class SspConfig(KeepTarget):
     """Self-supervised prototypes pruning: the samples closest to their centroid are removed."""
 
-    keep_fraction: float | None = setting(None, "keep this fraction of the alive pool")
-    keep_count: int | None = setting(None, "keep this many samples")
-    budget: BudgetConfig | None = setting(
-        None, "raise the kept count to a training budget (samples_seen, max_repeats)")
     scope: Literal["global", "cluster"] = setting(
         "global", "global, or cluster: every cluster keeps the same fraction")
 
-    def validate(self, prefix: str) -> None:
-        _check_keep(prefix, self.keep_fraction, self.keep_count)
-
 
 @dataclass(frozen=True)
-class RandomConfig:
+class RandomConfig(KeepTarget):
     """Random baseline (seeded by the run seed): uniform, or the same quota per cluster."""
 
-    keep_fraction: float | None = setting(None, "keep this fraction of the alive pool")
-    keep_count: int | None = setting(None, "keep this many samples")
-    budget: BudgetConfig | None = setting(
-        None, "raise the kept count to a training budget (samples_seen, max_repeats)")
     balance: Literal["none", "cluster"] = setting("none", "none (uniform) or cluster (the same quota per cluster)")
-
-    def validate(self, prefix: str) -> None:
-        _check_keep(prefix, self.keep_fraction, self.keep_count)
 
 
 @dataclass(frozen=True)
-class DfnConfig:
-    """DFN-style filtering: a filtering network's image-text cosine per pair (`model`; without one,
-    the embed stage's clip_score: DataComp's CLIP-score filter), kept by `threshold`, `top_fraction`
-    or `keep_count` (the keep_count best)."""
+class DfnConfig(Encoder):
+    """DFN-style filtering: a filtering network's image-text cosine per pair (`model`: the filtering
+    network; without one, the embed stage's clip_score: DataComp's CLIP-score filter), kept by
+    `threshold`, `top_fraction` or `keep_count` (the keep_count best)."""
 
-    model: ModelSpec | None = setting(None, "the filtering network (open_clip); null: the embed stage's clip_score")
-    batch_size: int = setting(256, "images per forward pass")
-    decode_workers: int = setting(2, "threads decoding/preprocessing ahead of the forward pass")
-    threads: int = setting(0, "torch threads per task; 0 = the task's spark.task.cpus")
     threshold: float | None = setting(None, "keep samples with score >= threshold")
     top_fraction: float | None = setting(None, "keep the ceil(f * N) best of the pool")
     keep_count: int | None = setting(None, "keep the keep_count best of the pool")
@@ -362,15 +330,12 @@ class DfnConfig:
     relative_error: float = setting(0.001, "approximate: the kept count is within +-relative_error * N of the target")
 
     def validate(self, prefix: str) -> None:
-        _check(self.batch_size >= 1, f"{prefix}.batch_size", "must be >= 1")
-        _check(self.decode_workers >= 1, f"{prefix}.decode_workers", "must be >= 1")
-        _check(self.threads >= 0, f"{prefix}.threads", "must be >= 0")
+        super().validate(prefix)
         _check_keep(prefix, self.top_fraction, self.keep_count, "top_fraction")
         _check(self.threshold is None or (self.top_fraction is None and self.keep_count is None),
                f"{prefix}.threshold", "set only one of threshold, top_fraction and keep_count")
         _check(self.budget is None or self.threshold is None, f"{prefix}.budget", "applies to top_fraction, not threshold")
         _check(0.0 < self.relative_error < 1.0, f"{prefix}.relative_error", "must be in (0, 1)")
-        _check_checkpoint(self.model, prefix)
 
 
 @dataclass(frozen=True)
@@ -380,7 +345,7 @@ class ImageBasedConfig:
     embeddings (a file or a folder of them)."""
 
     target: str | None = setting(
-        None, "target set: img2dataset shards (embedded with embed.model) or .npy image embeddings")
+        None, "target set: img2dataset shards (embedded with embed.model) or .npy image embeddings", path="existing")
 
 
 @dataclass(frozen=True)
@@ -446,8 +411,8 @@ class RunConfig:
     """A whole run. `input` is a directory of img2dataset shards, a glob or a brace pattern of tars."""
 
     input: str = setting(
-        doc="img2dataset shards: a folder, a glob or a brace pattern of tars (local or an fsspec URL)")
-    run_dir: str = setting(doc="where the run writes every stage's output, the ledger and the report")
+        doc="img2dataset shards: a folder, a glob or a brace pattern of tars (local or an fsspec URL)", path="path")
+    run_dir: str = setting(doc="where the run writes every stage's output, the ledger and the report", path="path")
     seed: int = setting(0, "seed of every random choice (sampling, k-means, shuffles)")
     # Sample-removing steps in run order; each sees only what the steps before it kept.
     steps: tuple[str, ...] = setting(
@@ -487,10 +452,10 @@ class RunConfig:
         _check(not _overlaps(self.input, self.run_dir), "run_dir",
                f"'{self.run_dir}' and the input '{self.input}' overlap (stages delete and rewrite folders "
                "in the run dir, and a run dir inside the input would be read as input): put them apart")
-        for name in ("dbp", "ssp", "random"):
-            keep = getattr(self, name)
-            _check(name not in self.steps or keep.keep_fraction is not None or keep.keep_count is not None
-                   or keep.budget is not None, f"{name}.keep_fraction", "set keep_fraction, keep_count or budget")
+        for name in self.steps:
+            section = getattr(self, name, None)
+            if isinstance(section, KeepTarget):
+                section.require(name)
         _check("dfn" not in self.steps or self.dfn.threshold is not None or self.dfn.top_fraction is not None
                or self.dfn.keep_count is not None or self.dfn.budget is not None,
                "dfn.threshold", "set threshold, top_fraction or keep_count")
@@ -539,164 +504,11 @@ def _overlaps(input_spec: str, run_dir: str) -> bool:
     return False
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp`; return it converted to the dataclass form."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        _check(isinstance(value, dict), key, f"expected a mapping, got {type(value).__name__}")
-        return _build(tp, value, key)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        _check(value in choices, key, f"expected one of {list(choices)}, got {value!r}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None:
-            _check(type(None) in options, key, "must not be null")
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0])
-    if origin is dict:
-        kt, vt = typing.get_args(tp)
-        _check(isinstance(value, dict), key, f"expected a mapping, got {type(value).__name__}")
-        return {_coerce(k, kt, f"{key}.{k}"): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
-    if origin in (tuple, list):
-        (item_tp, *_) = typing.get_args(tp)
-        _check(isinstance(value, list | tuple), key, f"expected a list, got {type(value).__name__}")
-        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if tp is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        _check(ok, key, f"expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        _check(ok, key, f"expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    _check(isinstance(value, tp), key, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for name in data:
-        dotted = f"{prefix}.{name}" if prefix else str(name)
-        _check(name in fields, dotted, f"unknown key (known: {', '.join(sorted(fields))})")
-    kwargs = {}
-    for name, f in fields.items():
-        dotted = f"{prefix}.{name}" if prefix else name
-        if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], dotted)
-        else:
-            no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            _check(not no_default, dotted, "is required")
-    try:
-        obj = cls(**kwargs)
-    except ValueError as err:
-        raise ConfigError(f"config key '{prefix or '<root>'}': {err}") from None
-    if hasattr(obj, "validate"):
-        obj.validate(prefix)
-    return obj
-
-
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = data
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        _check(isinstance(child, dict), dotted, f"'{part}' is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """Turn ["a.b=1", "input=x"] into a nested dict; values are parsed as YAML scalars."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ConfigError(f"override '{pair}': expected key=value")
-        key, raw = pair.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override '{pair}': the value is not valid YAML ({str(err).splitlines()[0]}); "
-                              "quote it as a string or fix it") from None
-        _set_dotted(out, key.strip(), value)
-    return out
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(merged.get(k), dict):
-            merged[k] = _merge(merged[k], v)
-        else:
-            merged[k] = v
-    return merged
-
-
-def _absolute(path: str) -> str:
-    """Local relative paths become absolute (relative to the working directory); URLs stay as they are."""
-    if "://" in path:
-        return path
-    return str(Path(path).expanduser().resolve())
-
-
-def _absolute_paths(data: dict[str, Any]) -> dict[str, Any]:
-    """Make the path-valued keys absolute before validation (which checks that they exist)."""
-    data = _merge(data, {})
-    for key in ("input", "run_dir"):
-        if isinstance(data.get(key), str):
-            data[key] = _absolute(data[key])
-    decontaminate = data.get("decontaminate")
-    if isinstance(decontaminate, dict) and isinstance(decontaminate.get("eval_sets"), list | tuple):
-        sets = [_absolute(p) if isinstance(p, str) else p for p in decontaminate["eval_sets"]]
-        data["decontaminate"] = {**decontaminate, "eval_sets": sets}
-    cluster = data.get("cluster")
-    if isinstance(cluster, dict) and isinstance(cluster.get("centroids"), str):
-        data["cluster"] = {**cluster, "centroids": _absolute(cluster["centroids"])}
-    image_based = data.get("image_based")
-    if isinstance(image_based, dict) and isinstance(image_based.get("target"), str):
-        data["image_based"] = {**image_based, "target": _absolute(image_based["target"])}
-    dfn = data.get("dfn")
-    if isinstance(dfn, dict) and isinstance(dfn.get("model"), dict):
-        data["dfn"] = {**dfn, "model": _absolute_model(dfn["model"], with_cache_dir=False)}
-    embed = data.get("embed")
-    if isinstance(embed, dict):
-        embed = data["embed"] = dict(embed)
-        if isinstance(embed.get("precomputed"), str):
-            embed["precomputed"] = _absolute(embed["precomputed"])
-        if isinstance(embed.get("model"), dict):
-            embed["model"] = _absolute_model(embed["model"], with_cache_dir=True)
-    return data
-
-
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Validate plain data into a RunConfig (local paths made absolute)."""
-    _check(isinstance(data, dict), "<root>", "the config must be a mapping")
-    return _build(RunConfig, _absolute_paths(data), "")
+    return load(RunConfig, data)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run config, apply `key=value` overrides, validate and return it."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file '{path}' does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from err
-    _check(isinstance(data, dict), "<root>", "the config must be a mapping")
-    return config_from_dict(_merge(data, parse_overrides(overrides or [])))
+    return load_yaml(RunConfig, path, overrides)

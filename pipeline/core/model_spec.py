@@ -17,8 +17,9 @@ class ModelSpec:
     """Which CLIP model to load and how to preprocess its input (hashable: a cache key)."""
 
     arch: str = setting(doc="open_clip model name (ViT-B-32, curate-tiny) or hf-hub:org/repo / local-dir:path")
-    pretrained: str | None = setting(None, "pretrained tag or local checkpoint file; null = random init")
-    cache_dir: str | None = setting(None, "open_clip / Hugging Face cache directory")
+    pretrained: str | None = setting(None, "pretrained tag or local checkpoint file; null = random init",
+                                     path="checkpoint")
+    cache_dir: str | None = setting(None, "open_clip / Hugging Face cache directory", path="path")
     allow_random: bool = setting(False, "must be true to run with random weights (pretrained null)")
     image_size: int | None = setting(None, "input size override; null = what the weights were trained with")
     mean: tuple[float, float, float] | None = setting(None, "normalisation mean override (RGB)")

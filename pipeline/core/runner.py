@@ -56,7 +56,8 @@ def providers_of(stage: Stage, cfg: RunConfig) -> tuple[str, ...]:
 
 def pipeline_stages(cfg: RunConfig) -> list[Stage]:
     """The stages of a run, in order: ingest, the configured steps (with embed and cluster put in
-    before the first step that reads their tables, or before export when only enabled), export."""
+    before the first step that reads their tables, or before export when only enabled), export;
+    each stage's config checked as that of a stage that runs."""
     unknown = [name for name in cfg.steps if name not in STEPS]
     if unknown:
         raise ConfigError(f"config key 'steps': unknown step(s) {unknown} (known: {', '.join(sorted(STEPS))})")
@@ -67,8 +68,6 @@ def pipeline_stages(cfg: RunConfig) -> list[Stage]:
         for name in names:
             if name in provided:
                 continue
-            if not getattr(cfg, name).enabled:
-                raise ConfigError(f"config key '{name}.enabled': a configured stage needs the {name} stage")
             provider = PROVIDERS[name]()
             provide(providers_of(provider, cfg))
             provided.add(name)
@@ -79,7 +78,10 @@ def pipeline_stages(cfg: RunConfig) -> list[Stage]:
         provide(providers_of(step, cfg))
         stages.append(step)
     provide(tuple(name for name in PROVIDERS if getattr(cfg, name).enabled))
-    return [*stages, Export()]
+    stages.append(Export())
+    for stage in stages:
+        stage.check_config(cfg)
+    return stages
 
 
 @dataclass

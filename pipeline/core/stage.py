@@ -65,6 +65,10 @@ class Stage:
         the removed ones); none by default (e.g. a duplicate's score needs its pair)."""
         return {}
 
+    def check_config(self, cfg: RunConfig) -> None:
+        """Raise ConfigError for what `cfg` lacks when this stage is part of the run (nothing by
+        default; a section validates its own keys whether or not its stage runs)."""
+
     def thresholds(self, cfg: RunConfig) -> dict[str, float]:
         """Per decision reason, the value this stage compares the decision's `score` with (the run
         report draws it on that reason's score histogram); none by default."""

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from pipeline.core import io
 from pipeline.core.config import RunConfig
+from pipeline.core.config_loader import check
 from pipeline.core.decisions import no_decisions, write_decisions
 from pipeline.core.stage import RunContext, Stage
 from pipeline.core.tables import alive_df
@@ -45,6 +46,10 @@ class Embed(Stage):
     writes = ("embeddings",)
     resumable = True
     removes_samples = True
+
+    def check_config(self, cfg: RunConfig) -> None:
+        check((cfg.embed.model is None) != (cfg.embed.precomputed is None), "embed.model",
+              "set exactly one of 'model' and 'precomputed' (the run embeds)")
 
     def external_files(self, cfg: RunConfig) -> list[str]:
         if cfg.embed.precomputed is None:

@@ -16,8 +16,6 @@ class ExactDedup(DecisionStage):
     score_labels = {"exact_duplicate": "no score (same bytes)"}
 
     def decide(self, alive: DataFrame, ctx: RunContext) -> DataFrame:
-        if not ctx.cfg.exact_dedup.enabled:
-            alive = alive.limit(0)
         by_uid = Window.partitionBy("uid").orderBy("sample_id")
         return (
             alive.select("sample_id", "uid")

@@ -31,7 +31,7 @@ def test_defaults_and_overrides(tmp_path: Path) -> None:
         ("input: a\nrun_dir: b\nbasic_filter: {min_side: big}\n", [], "'basic_filter.min_side'"),
         ("input: a\nrun_dir: b\n", ["basic_filter.max_aspect=0.5"], "'basic_filter.max_aspect'"),
         ("input: a\nrun_dir: b\n", ["export.order=random"], "'export.order'"),
-        ("input: a\nrun_dir: b\n", ["basic_filter.enabled=3"], "'basic_filter.enabled'"),
+        ("input: a\nrun_dir: b\n", ["basic_filter.min_side=x"], "'basic_filter.min_side'"),
         ("run_dir: b\n", [], "'input'"),
         ("input: a\nrun_dir: b\nexport: 5\n", [], "'export'"),
     ],

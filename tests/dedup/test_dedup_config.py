@@ -47,4 +47,7 @@ def test_providers_go_before_the_first_step_that_needs_them(tmp_path: Path) -> N
         tmp_path, steps=["decontaminate"], decontaminate={"eval_sets": [str(tmp_path / "eval")],
                                                           "methods": ["exact", "phash"]}))]
     assert no_model == ["ingest", "decontaminate", "export"]
-    assert "'cluster.enabled'" in error(tmp_path, steps=["semdedup"], embed={"enabled": True, "model": model})
+    # a step's providers come from `steps` alone: semdedup reads assignments, so cluster runs
+    assert [s.name for s in pipeline_stages(cfg(tmp_path, steps=["semdedup"], embed={"model": model}))] == \
+        ["ingest", "embed", "cluster", "semdedup", "export"]
+    assert "'embed.model'" in error(tmp_path, steps=["semdedup"])

@@ -50,6 +50,6 @@ def test_steps_get_their_providers_in_order(tmp_path: Path) -> None:
     with_model = cfg(tmp_path, steps=["dfn", "random"], dfn={"top_fraction": 0.5, "model": on["embed"]["model"]},
                      random={"keep_count": 10})
     assert [s.name for s in pipeline_stages(with_model)] == ["ingest", "dfn", "random", "export"]
-    with pytest.raises(ConfigError, match="'cluster.enabled'"):
-        pipeline_stages(cfg(tmp_path, steps=["random"], random={"keep_count": 10, "balance": "cluster"},
-                            embed=on["embed"]))
+    balanced = cfg(tmp_path, steps=["random"], random={"keep_count": 10, "balance": "cluster"},
+                   embed={"model": on["embed"]["model"]})
+    assert [s.name for s in pipeline_stages(balanced)] == ["ingest", "embed", "cluster", "random", "export"]
