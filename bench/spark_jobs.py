@@ -1,11 +1,10 @@
-"""Spark jobs of one pipeline run, per stage, from a fresh run dir (and the export's shard sha256s,
-to compare outputs across code versions).
+"""Spark jobs of one pipeline run from a fresh run dir, and the sha256 of every export file (to
+compare outputs across code versions).
 
     python bench/spark_jobs.py examples/demo-dbp.yaml --set input=build/demo/shards \
         --set embed.model.pretrained=build/tiny.pt --run-dir /tmp/jobs-run
 
-Counts come from Spark's status tracker (every job the run starts), grouped by the call site of
-their first Spark stage; the sha256 of every export file (tars, Parquet, sizes.json) is printed too.
+Counts come from Spark's status tracker: every job the run starts (none runs in a job group).
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import argparse
 import hashlib
 import json
 import shutil
-from collections import Counter
 from pathlib import Path
 
 from pipeline.core.config import load_config
@@ -34,17 +32,10 @@ def main() -> None:
     tracker = spark.sparkContext.statusTracker()
     before = set(tracker.getJobIdsForGroup(None))
     result = run_pipeline(cfg)
-    jobs = sorted(set(tracker.getJobIdsForGroup(None)) - before)
-    by_stage: Counter[str] = Counter()
-    for job in jobs:
-        info = tracker.getJobInfo(job)
-        stages = [tracker.getStageInfo(s) for s in (info.stageIds if info else [])]
-        name = next((s.name for s in stages if s is not None), "?")
-        by_stage[name.split(" at ")[0]] += 1
+    jobs = set(tracker.getJobIdsForGroup(None)) - before
     export = Path(result.export_dir)
     files = sorted(p for p in export.iterdir() if p.suffix in (".tar", ".parquet") or p.name == "sizes.json")
-    print(json.dumps({"jobs": len(jobs), "by_call_site": dict(by_stage.most_common()),
-                      "ledger": result.ledger,
+    print(json.dumps({"jobs": len(jobs), "ledger": result.ledger,
                       "sha256": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}},
                      indent=1, sort_keys=True))
 

@@ -59,6 +59,7 @@ def write_parts(run_dir: Path, table: pa.Table, sizes: list[int]) -> None:
         pq.write_table(table.slice(start, size), parts / f"{i:05d}.parquet")
         start += size
     assert start == table.num_rows
+    (run_dir / "embed" / "_SUCCESS").write_bytes(b"")  # a finished stage: its tables can be read
 
 
 def make_ctx(spark, run_dir: Path, seed: int = 0, **cluster) -> RunContext:
