@@ -59,8 +59,8 @@ class Layout:
 
 
 def _key(rng: random.Random, numeric: bool, used: set[str]) -> tuple[str, str, str]:
-    """(key as the tar's member names spell it, key as the parquet lists it, the sample's id within
-    the shard when it is not in the tar); unique within the shard after ingest's matching."""
+    """(key as the tar's member names spell it, key as the parquet lists it, the key ingest matches
+    them on); unique within the shard after ingest's matching."""
     while True:
         if numeric:
             n = rng.randrange(10**6)
@@ -114,9 +114,9 @@ def random_layout(rng: random.Random, seed_base: int = 0) -> Layout:
         if rng.random() < 0.8:
             rows.append({"key": listed, "status": "success", "caption": f"a photo of {key}"})
     for status in rng.choices(["failed_to_download", "success"], k=rng.randint(0, 3)):
-        _, listed, match = _key(rng, numeric, used)
+        _, listed, _ = _key(rng, numeric, used)
         rows.append({"key": listed, "status": status, "caption": None})
-        expected[match] = ("missing_from_tar" if status == "success" else status, None)
+        expected[listed] = ("missing_from_tar" if status == "success" else status, None)
     cuts = sorted(rng.sample(range(1, len(samples)), min(rng.randint(0, 2), max(0, len(samples) - 1))))
     bounds = [0, *cuts, len(samples)]
     archives = [[m for s in samples[a:b] for m in s] for a, b in zip(bounds, bounds[1:])]

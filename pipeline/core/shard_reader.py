@@ -166,9 +166,12 @@ def _listed_only(task: ShardTask, index: ParquetIndex, matched: set[str], tar_cu
     told apart from the tar's samples by a failure status, so those rows are samples
     (`<shard>/row.<i>`: a tar key never has a dot there) and the others are taken to be in the tar."""
     rows = []
+    seen: Counter[str] = Counter()
     for mkey in sorted(k for k in index.by_key if k not in matched):
-        for n, meta in enumerate(index.by_key[mkey], start=1):
-            sample_id = f"{task.name}/{mkey}" + (f"#{n}" if n > 1 else "")
+        for meta in index.by_key[mkey]:
+            seen[meta["key"]] += 1
+            n = seen[meta["key"]]
+            sample_id = f"{task.name}/{meta['key']}" + (f"#{n}" if n > 1 else "")
             rows.append(_listed_row(task, sample_id, meta["key"], meta, tar_cut))
     for i, meta in enumerate(index.keyless):
         if meta.get("status") not in (None, "success"):

@@ -96,10 +96,10 @@ class _Entry:
     unsafe: bool
 
 
-def _index_archive(fileobj: BinaryIO, base: int, groups: dict[str, list[list[_Entry]]], last: list[str]) -> int:
+def _index_archive(fileobj: BinaryIO, base: int, groups: dict[str, list[list[_Entry]]], last: list[_Entry]) -> int:
     """Add the members of the archive starting at `base` to `groups` (key -> its samples, each a
     list of entries; a member whose suffix the key's samples all have starts a new sample) and
-    return where the archive ended. Only headers are read; `last` holds the key read last."""
+    return where the archive ended. Only headers are read; `last` holds the entry read last."""
     fileobj.seek(base)
     with tarfile.open(fileobj=fileobj, mode="r:") as tar:
         for info in tar:
@@ -115,7 +115,7 @@ def _index_archive(fileobj: BinaryIO, base: int, groups: dict[str, list[list[_En
             if target is None:
                 samples.append(target := [])
             target.append(entry)
-            last[:] = [key]
+            last[:] = [entry]
         return tar.offset
 
 
@@ -163,7 +163,7 @@ def iter_tar_samples(fileobj: BinaryIO, max_member_bytes: int) -> Iterator[TarSa
     `truncated_shard` too (its later members may be lost).
     """
     groups: dict[str, list[list[_Entry]]] = {}
-    last: list[str] = []
+    last: list[_Entry] = []
     error = None
     base: int | None = 0
     try:
@@ -171,11 +171,11 @@ def iter_tar_samples(fileobj: BinaryIO, max_member_bytes: int) -> Iterator[TarSa
             base = _next_archive(fileobj, _index_archive(fileobj, base, groups, last))
     except (tarfile.TarError, EOFError, OSError) as err:
         error = f"{type(err).__name__}: {err}"
-    first_seen = sorted(((entries[0].offset, key, n, entries) for key, samples in groups.items()
-                         for n, entries in enumerate(samples)), key=lambda t: t[0])
-    for _, key, n, entries in first_seen:
+    first_seen = sorted(((entries[0].offset, key, entries) for key, samples in groups.items()
+                         for entries in samples), key=lambda t: t[0])
+    for _, key, entries in first_seen:
         sample = TarSample(key=key)
-        if error is not None and last == [key] and n == len(groups[key]) - 1:
+        if error is not None and any(entry is last[0] for entry in entries):
             sample.problem = "truncated_shard"
         for entry in entries:
             if entry.unsafe:  # the sample is quarantined as a whole; this member is never read
