@@ -12,11 +12,10 @@ the tar without re-scanning it.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import re
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
@@ -205,32 +204,6 @@ def read_member(fileobj: BinaryIO, offset: int, size: int) -> bytes:
 
 class SourceChanged(io.InputError):
     """A source tar is gone, or no longer holds the bytes ingest saw."""
-
-
-def read_source_images(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
-    """The image bytes of ingested samples (rows with shard, image_offset, image_bytes, uid and
-    sample_id), read back from their source tars in order and checked against the sha256 ingest
-    recorded (the uid); SourceChanged if a tar is gone, shorter, or holds other bytes."""
-    handles: dict[str, BinaryIO] = {}
-    try:
-        for row in rows:
-            path = row["shard"]
-            if path not in handles:
-                fs, p = io.filesystem(path)
-                try:
-                    handles[path] = fs.open(p, "rb")
-                except FileNotFoundError:
-                    raise SourceChanged(f"source shard {path} is gone since ingest") from None
-            try:
-                data = read_member(handles[path], row["image_offset"], row["image_bytes"])
-            except EOFError:
-                raise SourceChanged(f"source shard {path} is shorter than at ingest") from None
-            if hashlib.sha256(data).hexdigest() != row["uid"]:
-                raise SourceChanged(f"source shard {path}: bytes of {row['sample_id']} changed since ingest")
-            yield data
-    finally:
-        for handle in handles.values():
-            handle.close()
 
 
 def report_source_changed(shard: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:

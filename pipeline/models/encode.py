@@ -1,7 +1,8 @@
 """Embed image/caption pairs with a loaded CLIP model (pure compute, no Spark).
 
 Decoding, preprocessing and tokenisation of batch k+1 run on a thread pool while the
-model runs batch k, so CPU-side work overlaps the forward pass.
+model runs batch k, so CPU-side work overlaps the forward pass; on CUDA, batches go to the device
+through pinned memory.
 """
 
 from __future__ import annotations
@@ -126,12 +127,19 @@ def _decode(clip: LoadedClip, data: bytes, index: int) -> torch.Tensor:
         raise ImageDecodeError(index, exc) from exc
 
 
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor` on `device`; to CUDA through pinned memory, asynchronously."""
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def _forward(clip: LoadedClip, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised float32 CPU embeddings of one batch."""
     dtype = _AUTOCAST_DTYPES.get(clip.precision)
     autocast = torch.autocast(clip.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     with torch.inference_mode():
         with autocast:
-            image_emb = clip.model.encode_image(pixels.to(clip.device))
-            text_emb = clip.model.encode_text(tokens.to(clip.device))
+            image_emb = clip.model.encode_image(_to_device(pixels, clip.device))
+            text_emb = clip.model.encode_text(_to_device(tokens, clip.device))
         return F.normalize(image_emb.float(), dim=-1).cpu(), F.normalize(text_emb.float(), dim=-1).cpu()

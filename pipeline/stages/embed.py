@@ -1,5 +1,5 @@
-"""Embed: open_clip image and caption embeddings of the alive samples, one Spark task per source
-shard (`pipeline.embedding.shards`), or precomputed clip-retrieval embeddings imported
+"""Embed: open_clip image and caption embeddings of the alive samples, one Spark task per work unit
+of a source shard (`pipeline.embedding.shards`), or precomputed clip-retrieval embeddings imported
 (`pipeline.embedding.precomputed`).
 """
 
@@ -64,5 +64,5 @@ class Embed(Stage):
             return import_precomputed(ctx, alive, out_dir)
         counts = encode_alive(ctx, alive, out_dir, EncodeSettings.of(cfg, self.name), embeddings_table)
         write_decisions(ctx, no_decisions(ctx), out_dir)
-        return {"embedded": counts["encoded"], "shards": counts["shards"], "images_per_s": counts["images_per_s"],
-                "removed": {}}
+        return {"embedded": counts["encoded"], "shards": counts["shards"], "units": counts["units"],
+                "images_per_s": counts["images_per_s"], "removed": {}}

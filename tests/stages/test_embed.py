@@ -71,16 +71,18 @@ def test_ledger_balances_with_embed(embed_run: RunResult) -> None:
     assert ledger["input"] == ledger["kept"] + removed + sum(ledger["quarantined"].values())
 
 
-def test_interrupted_embed_redoes_only_unfinished_shards(
+def test_interrupted_embed_redoes_only_unfinished_units(
     spark, embed_run: RunResult, demo_dir: Path, tiny_checkpoint: Path
 ) -> None:
     run_dir = Path(embed_run.export_dir).parent
     out = run_dir / "embed"
     before = {p.name: p.read_bytes() for p in (out / "parts").iterdir()}
     mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "parts").iterdir()}
-    # The state a crash mid-stage leaves: no manifest, one shard's output missing, the pending mark.
+    # The state a crash mid-stage leaves: no manifest, one unit's output missing, the pending mark.
     fingerprint = pio.read_json(str(out / "_manifest.json"))["fingerprint"]
-    for name in ("_SUCCESS", "_manifest.json", "shard_stats/00001.json", "parts/00001.parquet"):
+    assert embed_run.manifests["embed"]["counts"]["units"] > embed_run.manifests["embed"]["counts"]["shards"]
+    unit = sorted(before)[3].removesuffix(".parquet")
+    for name in ("_SUCCESS", "_manifest.json", f"shard_stats/{unit}.json", f"parts/{unit}.parquet"):
         (out / name).unlink()
     pio.write_json_atomic(str(out / PENDING), {"fingerprint": fingerprint})
     cfg = config_from_dict(embed_config(demo_dir, run_dir, tiny_checkpoint))
@@ -88,5 +90,5 @@ def test_interrupted_embed_redoes_only_unfinished_shards(
     after = {p.name: p.read_bytes() for p in (out / "parts").iterdir()}
     assert after == before
     changed = [n for n, p in ((p.name, p) for p in (out / "parts").iterdir()) if p.stat().st_mtime_ns != mtimes[n]]
-    assert changed == ["00001.parquet"]
+    assert changed == [f"{unit}.parquet"]
     assert result.ledger == embed_run.ledger
