@@ -27,16 +27,24 @@ def run_grouped(pairs: RDD, n_groups: int, fn: Callable[[int, list[Any]], dict[s
     return [r for _, r in sorted(results, key=lambda gr: gr[0])]
 
 
-def run_grouped_tables(df: DataFrame, n_groups: int,
-                       fn: Callable[[int, pa.Table], dict[str, Any]]) -> list[dict[str, Any]]:
+BatchMap = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+
+
+def run_grouped_tables(df: DataFrame, n_groups: int, fn: Callable[[int, pa.Table], dict[str, Any]],
+                       assign: BatchMap | None = None) -> list[dict[str, Any]]:
     """`run_grouped` over a DataFrame whose int column `_group` names each row's group: `fn(group,
     table)` gets the group's rows as one Arrow table (without `_group`, in no particular order).
+    `assign`, if given, adds `_group` (and any other columns) to each partition's Arrow batches in
+    the same pass.
 
     Rows travel as Arrow: each input partition sends one IPC stream per group it holds, so the
     shuffle carries a few large binary records instead of one pickled object per row.
     """
-    chunks = df.mapInArrow(_group_chunks, "group int, payload binary").rdd.map(tuple)
-    return run_grouped(chunks, n_groups, lambda group, payloads: fn(group, _read_ipc(payloads)))
+    def chunks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return _group_chunks(assign(batches) if assign is not None else batches)
+
+    pairs = df.mapInArrow(chunks, "group int, payload binary").rdd.map(tuple)
+    return run_grouped(pairs, n_groups, lambda group, payloads: fn(group, _read_ipc(payloads)))
 
 
 def _group_chunks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -26,7 +26,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import IntegerType, LongType, StructField, StructType
 
 from pipeline.core.tasks import GROUP
 
@@ -85,6 +84,15 @@ class Layout:
             per = offset * pieces // count if self.max_shard_bytes is not None else offset // self.samples_per_shard
             shard[mine] = first_shard + per
         return shard
+
+    def assign(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """A task's batches of a positioned DataFrame with `_index` (global output index) and
+        `_group` (output shard) added."""
+        for batch, partition, rows, starts in _partition_rows(batches, self.max_shard_bytes is not None):
+            index = self.first_index[partition] + rows
+            shard = self.shard_of(self.window_of(partition, starts), index)
+            yield pa.RecordBatch.from_arrays([*batch.columns, pa.array(index, pa.int64()), pa.array(shard, pa.int32())],
+                                             names=[*batch.schema.names, INDEX, GROUP])
 
 
 def _partition_rows(batches: Iterator[pa.RecordBatch],
@@ -152,17 +160,3 @@ def _window_extents(positioned: DataFrame, layout: Layout) -> dict[int, tuple[in
     return merged
 
 
-def locate(positioned: DataFrame, layout: Layout) -> DataFrame:
-    """`positioned` with `_index` (global output index) and `_group` (output shard) added."""
-    schema = StructType([*positioned.schema.fields, StructField(INDEX, LongType(), False),
-                         StructField(GROUP, IntegerType(), False)])
-    with_bytes = layout.max_shard_bytes is not None
-
-    def add(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch, partition, rows, starts in _partition_rows(batches, with_bytes):
-            index = layout.first_index[partition] + rows
-            shard = layout.shard_of(layout.window_of(partition, starts), index)
-            yield pa.RecordBatch.from_arrays([*batch.columns, pa.array(index, pa.int64()), pa.array(shard, pa.int32())],
-                                             names=[*batch.schema.names, INDEX, GROUP])
-
-    return positioned.mapInArrow(add, schema)

@@ -35,7 +35,7 @@ from pipeline.core.stage import RunContext, Stage
 from pipeline.core.tables import alive_df, assignments_df, embeddings_df
 from pipeline.core.tars import raise_if_source_changed, report_source_changed
 from pipeline.core.tasks import run_grouped_tables
-from pipeline.export.layout import INDEX, locate, plan_layout, with_positions
+from pipeline.export.layout import INDEX, plan_layout, with_positions
 from pipeline.export.manifest import output_manifest
 from pipeline.export.uid_lists import write_uid_lists
 from schemas import EXPORT_ROWS, spark_schema
@@ -200,8 +200,8 @@ class Export(Stage):
             n_shards = layout.n_shards
             sc.setJobDescription(f"export: write {n_shards} shards")
             started = time.monotonic()
-            stats = run_grouped_tables(locate(positioned, layout), n_shards,
-                                       lambda shard, rows: write_shard_task(out_dir, shard, rows))
+            stats = run_grouped_tables(positioned, n_shards, lambda shard, rows: write_shard_task(out_dir, shard, rows),
+                                       assign=layout.assign)
         finally:
             positioned.unpersist()
         stop_if_source_changed(out_dir, stats)

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline.core.config import ConfigError, config_from_dict
-from pipeline.core.tasks import GROUP
-from pipeline.export.layout import INDEX, locate, plan_layout, sample_bytes, with_positions
+from pipeline.core.tasks import run_grouped_tables
+from pipeline.export.layout import INDEX, plan_layout, sample_bytes, with_positions
 
 
 def rows(n: int) -> list[dict]:
@@ -23,10 +23,11 @@ def layout(spark, data: list[dict], partitions: int, per_shard: int, max_bytes: 
     df = spark.createDataFrame(data, "i long, image_bytes long, caption string, url string")
     positioned = with_positions(df.repartitionByRange(partitions, "i").sortWithinPartitions("i"))
     plan = plan_layout(positioned, per_shard, max_bytes)
-    located = locate(positioned, plan).select("i", INDEX, GROUP).collect()
-    assert sorted(r["i"] for r in located) == sorted(r[INDEX] for r in located) == list(range(len(data)))
-    assert all(r["i"] == r[INDEX] for r in located)  # the global index follows the order
-    by_index = {r[INDEX]: r[GROUP] for r in located}
+    groups = run_grouped_tables(positioned, plan.n_shards, lambda shard, rows: {
+        "shard": shard, "i": rows.column("i").to_pylist(), "index": rows.column(INDEX).to_pylist()}, assign=plan.assign)
+    assert [g["i"] for g in groups] == [g["index"] for g in groups]  # the global index follows the order
+    assert sorted(i for g in groups for i in g["i"]) == list(range(len(data)))
+    by_index = {i: g["shard"] for g in groups for i in g["i"]}
     shards = [by_index[i] for i in range(len(data))]
     n_shards = plan.n_shards
     assert sorted(set(shards)) == list(range(n_shards))  # numbered densely
