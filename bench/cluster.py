@@ -16,16 +16,19 @@ the peak of its Spark JVM (driver + local executors). Numbers are for this machi
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, not bench/pipeline.py
+
 import argparse
 import glob
 import hashlib
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 

@@ -20,11 +20,15 @@ matches (`decontaminate/matches/`), the decisions on the first method that match
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, not bench/pipeline.py
+
 import argparse
 import json
 import shutil
 from collections import Counter
-from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq

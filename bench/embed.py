@@ -15,12 +15,16 @@ Prints the rates and b/a for each. With a GPU it also reports ViT-B-32 fp16 imag
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, not bench/pipeline.py
+
 import argparse
 import io
 import os
 import tempfile
 import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
