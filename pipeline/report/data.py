@@ -128,7 +128,6 @@ def decision_scores(ctx: RunContext, stages: Sequence[Stage]) -> list[dict[str, 
             kept_scored.add((stage.name, reason))
             parts.append(scores.select(F.lit(stage.name).alias("stage"), F.lit(reason).alias("reason"), "score",
                                        F.lit("kept").alias("set")))
-    removed_groups = {(r["stage"], r["reason"]) for r in decisions.select("stage", "reason").distinct().collect()}
     scored = reduce(DataFrame.unionByName, parts)
     thresholds = {(s.name, reason): value for s in stages for reason, value in s.thresholds(ctx.cfg).items()}
     labels = {(s.name, reason): label for s in stages for reason, label in s.score_labels.items()}
@@ -136,7 +135,7 @@ def decision_scores(ctx: RunContext, stages: Sequence[Stage]) -> list[dict[str, 
                        include={k: [v] for k, v in thresholds.items()})
     out = []
     for (stage, reason), h in _ordered(hists, ctx.decision_stages):
-        if (stage, reason) not in removed_groups or "removed" not in h["counts"]:
+        if "removed" not in h["counts"]:
             continue  # the rule removed nothing with a score: no histogram of it
         zeros = [0] * (len(h["edges"]) - 1)
         out.append({"stage": stage, "reason": reason, "edges": h["edges"], "counts": h["counts"]["removed"],
